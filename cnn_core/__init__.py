@@ -1,0 +1,26 @@
+"""cnn_core: pynn's compiled kernels (Cython + OpenMP, GIL released).
+
+Functions and their contract: docs/kernel_api.md. Every function validates its arguments and
+raises TypeError/ValueError naming the problem; the kernels behind them assume valid input.
+"""
+__version__ = "0.1.0"
+
+from cnn_core._threads import set_num_threads, get_num_threads, has_openmp
+from cnn_core._gemm import gemm
+from cnn_core import _gemm
+
+
+def build_info():
+    """How this cnn_core was built and what it runs on this CPU.
+
+    Keys: ``openmp`` (bool), ``kernel`` (GEMM micro-kernel family in use), ``cpu_kernels``
+    (families this CPU supports), ``num_threads``, ``version``.
+    """
+    return {
+        "backend": "cnn_core",
+        "version": __version__,
+        "openmp": has_openmp(),
+        "kernel": _gemm.kernel_name(),
+        "cpu_kernels": list(_gemm.cpu_kernels()),
+        "num_threads": get_num_threads(),
+    }

@@ -1,0 +1,127 @@
+"""Validation at the Python boundary, shared by ``cnn_core`` and the NumPy reference.
+
+The compiled kernels assume valid input; everything a user can get wrong is caught here and
+turned into a ``TypeError`` (wrong type or dtype) or ``ValueError`` (shape, ndim, emptiness,
+label range, unknown name) whose message names the argument and what was wrong with it.
+"""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Ids shared with the C side (cnn_core/include/activation_math.h).
+ACTIVATION_IDS = {
+    "identity": 0,
+    "linear": 0,
+    "relu": 1,
+    "leaky_relu": 2,
+    "elu": 3,
+    "sigmoid": 4,
+    "tanh": 5,
+    "softplus": 6,
+    "gelu": 7,
+    "softmax": 8,
+    "log_softmax": 9,
+}
+ROW_WISE_ACTIVATIONS = ("softmax", "log_softmax")
+ACTIVATION_DEFAULT_PARAM = {"leaky_relu": 0.2, "elu": 1.0}
+
+
+def check_array(x, name, ndim=None, min_ndim=None, dtype=None, allow_empty=False):
+    """Return ``x`` if it is a float32/float64 ndarray of the wanted ndim (and dtype).
+
+    ``dtype``: when given, ``x`` must have exactly that dtype (used to tie arguments together).
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if dtype is None:
+        if x.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+    elif x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the other arrays are {np.dtype(dtype)}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    if min_ndim is not None and x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {x.shape}")
+    if not allow_empty and x.size == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    return x
+
+
+def check_contiguous(x, name):
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
+    return x
+
+
+def check_out(out, name, shape, dtype, contiguous=True):
+    """Validate a caller-provided output buffer, or allocate one when ``out`` is None."""
+    shape = tuple(int(s) for s in shape)
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if contiguous and not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return out
+
+
+def check_same_shape(a, a_name, b, b_name):
+    if a.shape != b.shape:
+        raise ValueError(f"{a_name} has shape {a.shape} but {b_name} has shape {b.shape}")
+
+
+def check_finite_scalar(value, name):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def resolve_activation(activation, param=None):
+    """Return ``(name, id, param)`` for an activation name; unknown names raise ValueError."""
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a string, got {type(activation).__name__}")
+    key = activation.lower()
+    if key not in ACTIVATION_IDS:
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {sorted(ACTIVATION_IDS)}"
+        )
+    if key == "linear":
+        key = "identity"
+    if param is None:
+        param = ACTIVATION_DEFAULT_PARAM.get(key, 0.0)
+    return key, ACTIVATION_IDS[key], check_finite_scalar(param, "param")
+
+
+def check_labels(labels, batch, num_classes, name="labels"):
+    """Integer class labels of shape (batch,) in [0, num_classes); returned as int64."""
+    if not isinstance(labels, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(labels).__name__}")
+    if labels.dtype.kind not in "iu":
+        if labels.dtype.kind == "f" and labels.size and np.all(np.isfinite(labels)) and np.all(
+            labels == np.round(labels)
+        ):
+            labels = labels.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must hold integer class ids, got dtype {labels.dtype}")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or labels.shape[0] != batch:
+        raise ValueError(f"{name} must have shape ({batch},), got {labels.shape}")
+    if labels.size:
+        lo, hi = labels.min(), labels.max()
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"{name} contains {bad}, outside [0, {num_classes}) for {num_classes} classes"
+            )
+    return np.ascontiguousarray(labels, dtype=np.int64)

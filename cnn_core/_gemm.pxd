@@ -1,0 +1,16 @@
+# C-level GEMM for other Cython modules (dense layers, the training loop).
+from cnn_core._typedefs cimport floating, intp_t
+
+# c = alpha * a @ b + beta * c for an m x k `a` and k x n `b`, every matrix given by its
+# first element and its row/column strides in elements (so a transpose is only a stride swap).
+# Epilogue, applied to each finished tile: + bias[j] (bias may be NULL), copy of that
+# pre-activation to z_out (rows rs_z apart; may be NULL), then activation `act`
+# (CNN_ACT_* id, elementwise ones only; 0 = identity) with parameter `act_param`.
+# The epilogue needs c's columns contiguous (cs_c == 1).
+# Returns 0, or -1 when the packing workspace could not be allocated.
+cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
+                  const floating *a, intp_t rs_a, intp_t cs_a,
+                  const floating *b, intp_t rs_b, intp_t cs_b, floating beta,
+                  floating *c, intp_t rs_c, intp_t cs_c,
+                  const floating *bias, floating *z_out, intp_t rs_z,
+                  int act, floating act_param, int num_threads) noexcept nogil

@@ -1,0 +1,109 @@
+/* Activation functions and their derivatives, one definition for every caller:
+ * the GEMM epilogue (dense forward), the elementwise kernels and the dense backward.
+ *
+ * Ids are shared with Python through cnn_core/_activations.pyx (ACTIVATION_IDS).
+ * Row-wise ones (softmax, log_softmax) are not elementwise and are handled by the callers. */
+#ifndef CNN_ACTIVATION_MATH_H
+#define CNN_ACTIVATION_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+enum {
+    CNN_ACT_IDENTITY = 0,
+    CNN_ACT_RELU = 1,
+    CNN_ACT_LEAKY_RELU = 2,
+    CNN_ACT_ELU = 3,
+    CNN_ACT_SIGMOID = 4,
+    CNN_ACT_TANH = 5,
+    CNN_ACT_SOFTPLUS = 6,
+    CNN_ACT_GELU = 7,
+    CNN_ACT_SOFTMAX = 8,
+    CNN_ACT_LOG_SOFTMAX = 9
+};
+
+/* Generates, for one floating type T with libm suffix S (f for float, empty for double):
+ *   cnn_act_one_<N>(act, z, param)            f(z)
+ *   cnn_act_deriv_one_<N>(act, z, a, param)   f'(z), given a = f(z) (cheaper for some)
+ *   cnn_act_apply_<N>(act, z, a, n, param)    a[i] = f(z[i]); z and a may alias
+ *   cnn_act_backward_<N>(act, g, z, a, dz, n, param)  dz[i] = g[i] * f'(z[i]); may alias g
+ * The switch sits outside the loops so each loop is a tight, vectorisable body. */
+#define CNN_DEFINE_ACTIVATIONS(T, N, S)                                                     \
+static inline T cnn_sigmoid_##N(T z) {                                                      \
+    /* Two branches so exp never overflows: exp of a non-positive number only. */          \
+    if (z >= 0) return (T)1 / ((T)1 + exp##S(-z));                                          \
+    T e = exp##S(z);                                                                        \
+    return e / ((T)1 + e);                                                                  \
+}                                                                                           \
+static inline T cnn_act_one_##N(int act, T z, T param) {                                    \
+    switch (act) {                                                                          \
+    case CNN_ACT_RELU: return z > 0 ? z : (T)0;                                             \
+    case CNN_ACT_LEAKY_RELU: return z > 0 ? z : param * z;                                  \
+    case CNN_ACT_ELU: return z > 0 ? z : param * expm1##S(z);                               \
+    case CNN_ACT_SIGMOID: return cnn_sigmoid_##N(z);                                        \
+    case CNN_ACT_TANH: return tanh##S(z);                                                   \
+    case CNN_ACT_SOFTPLUS: return (z > 0 ? z : (T)0) + log1p##S(exp##S(-fabs##S(z)));        \
+    case CNN_ACT_GELU: return (T)0.5 * z * ((T)1 + erf##S(z * (T)0.70710678118654752440));  \
+    default: return z;                                                                      \
+    }                                                                                       \
+}                                                                                           \
+static inline T cnn_act_deriv_one_##N(int act, T z, T a, T param) {                        \
+    switch (act) {                                                                          \
+    case CNN_ACT_RELU: return z > 0 ? (T)1 : (T)0;                                          \
+    case CNN_ACT_LEAKY_RELU: return z > 0 ? (T)1 : param;                                   \
+    case CNN_ACT_ELU: return z > 0 ? (T)1 : a + param;                                      \
+    case CNN_ACT_SIGMOID: return a * ((T)1 - a);                                            \
+    case CNN_ACT_TANH: return (T)1 - a * a;                                                 \
+    case CNN_ACT_SOFTPLUS: return cnn_sigmoid_##N(z);                                       \
+    case CNN_ACT_GELU:                                                                      \
+        return (T)0.5 * ((T)1 + erf##S(z * (T)0.70710678118654752440))                      \
+               + z * exp##S((T)-0.5 * z * z) * (T)0.39894228040143267794;                   \
+    default: return (T)1;                                                                   \
+    }                                                                                       \
+}                                                                                           \
+static inline void cnn_act_apply_##N(int act, const T *z, T *a, int64_t n, T param) {       \
+    int64_t i;                                                                              \
+    switch (act) {                                                                          \
+    case CNN_ACT_IDENTITY:                                                                  \
+        if (a != z) for (i = 0; i < n; i++) a[i] = z[i];                                    \
+        return;                                                                             \
+    case CNN_ACT_RELU:                                                                      \
+        for (i = 0; i < n; i++) a[i] = z[i] > 0 ? z[i] : (T)0;                              \
+        return;                                                                             \
+    case CNN_ACT_LEAKY_RELU:                                                                \
+        for (i = 0; i < n; i++) a[i] = z[i] > 0 ? z[i] : param * z[i];                      \
+        return;                                                                             \
+    default:                                                                                \
+        for (i = 0; i < n; i++) a[i] = cnn_act_one_##N(act, z[i], param);                   \
+        return;                                                                             \
+    }                                                                                       \
+}                                                                                           \
+static inline void cnn_act_backward_##N(int act, const T *g, const T *z, const T *a, T *dz, \
+                                        int64_t n, T param) {                               \
+    int64_t i;                                                                              \
+    switch (act) {                                                                          \
+    case CNN_ACT_IDENTITY:                                                                  \
+        if (dz != g) for (i = 0; i < n; i++) dz[i] = g[i];                                  \
+        return;                                                                             \
+    case CNN_ACT_RELU:                                                                      \
+        for (i = 0; i < n; i++) dz[i] = z[i] > 0 ? g[i] : (T)0;                             \
+        return;                                                                             \
+    case CNN_ACT_LEAKY_RELU:                                                                \
+        for (i = 0; i < n; i++) dz[i] = z[i] > 0 ? g[i] : param * g[i];                     \
+        return;                                                                             \
+    case CNN_ACT_SIGMOID:                                                                   \
+        for (i = 0; i < n; i++) dz[i] = g[i] * a[i] * ((T)1 - a[i]);                        \
+        return;                                                                             \
+    case CNN_ACT_TANH:                                                                      \
+        for (i = 0; i < n; i++) dz[i] = g[i] * ((T)1 - a[i] * a[i]);                        \
+        return;                                                                             \
+    default:                                                                                \
+        for (i = 0; i < n; i++) dz[i] = g[i] * cnn_act_deriv_one_##N(act, z[i], a[i], param); \
+        return;                                                                             \
+    }                                                                                       \
+}
+
+CNN_DEFINE_ACTIVATIONS(float, f32, f)
+CNN_DEFINE_ACTIVATIONS(double, f64, )
+
+#endif

@@ -1,0 +1,42 @@
+/* Register tiles and cache blocks of the GEMM, one table per kernel (BLIS's "context").
+ *
+ * MR x NR  register tile of C held by the micro-kernel (NR along C's rows, the SIMD axis).
+ * KB       depth of one packed block: an MR x KB panel of A stays in L1 while the
+ *          micro-kernel walks the B block.
+ * NB       columns of one packed B block (KB x NB): sized to stay in a core's L2.
+ * MB       rows of one packed A block (MB x KB): shared by all threads, lives in L3.
+ * The driver splits K, M and N into equal blocks no larger than these (rounded up to MR/NR),
+ * so the block boundaries, and with them the summation order, depend on the shape only. */
+#ifndef CNN_BLOCKSIZES_H
+#define CNN_BLOCKSIZES_H
+
+/* AVX-512: 32 zmm registers. f32: 8 x 32 tile = 16 accumulators + 2 B vectors + broadcasts. */
+#define CNN_AVX512_F32_MR 8
+#define CNN_AVX512_F32_NR 32
+#define CNN_AVX512_F64_MR 8
+#define CNN_AVX512_F64_NR 16
+
+/* AVX2: 16 ymm registers. 6 x 16 (f32) / 6 x 8 (f64): 12 accumulators + 2 B + 1 broadcast. */
+#define CNN_AVX2_F32_MR 6
+#define CNN_AVX2_F32_NR 16
+#define CNN_AVX2_F64_MR 6
+#define CNN_AVX2_F64_NR 8
+
+/* Portable C reference kernel (the compiler may use SSE2). */
+#define CNN_REF_F32_MR 4
+#define CNN_REF_F32_NR 8
+#define CNN_REF_F64_MR 4
+#define CNN_REF_F64_NR 8
+
+/* Cache blocks, in elements. L1d 32 KiB, L2 512 KiB-2 MiB, shared L3 on current x86-64. */
+#define CNN_F32_KB 384
+#define CNN_F32_NB 384
+#define CNN_F32_MB 1536
+#define CNN_F64_KB 256
+#define CNN_F64_NB 256
+#define CNN_F64_MB 1024
+
+/* Below this many flops (2*M*N*K) a GEMM runs on one thread: waking others costs more. */
+#define CNN_GEMM_MIN_FLOPS_PER_THREAD 400000.0
+
+#endif

@@ -1,0 +1,270 @@
+/* GEMM driver: packing, cache blocking and threading around one micro-kernel (BLIS layout).
+ *
+ *   C = alpha * A B + beta * C, A: M x K, B: K x N, C: M x N, each with arbitrary
+ *   row/column strides (so transposes and views need no copy: they are only strides).
+ *
+ * Loops, outer to inner:
+ *   pc over K in equal blocks <= KB        (the only loop that accumulates into C)
+ *   ic over M in blocks <= MB: pack A block into MR-row micro-panels  (threads share the work)
+ *   jc over N in blocks <= NB: pack B block into NR-column micro-panels
+ *   (p, q) over the MR x NR tiles of the block: micro-kernel    (threads split the tiles)
+ * Threads split packing and tiles, never K: every element of C is summed by one thread in
+ * the same order whatever the thread count, so results are bitwise reproducible.
+ *
+ * An optional epilogue runs on each tile right after its last K block, while it is in L1:
+ * bias add, copy of the pre-activation z, elementwise activation (dense forward). */
+#ifndef CNN_GEMM_DRIVER_H
+#define CNN_GEMM_DRIVER_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "openmp_compat.h"
+#include "blocksizes.h"
+#include "cpu_dispatch.h"
+#include "activation_math.h"
+#include "microkernel_ref.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include "microkernel_avx2.h"
+#include "microkernel_avx512.h"
+#define CNN_HAVE_X86_KERNELS 1
+#else
+#define CNN_HAVE_X86_KERNELS 0
+#endif
+
+#define CNN_MAX_TILE 256 /* >= MR * NR of every kernel */
+
+static inline int64_t cnn_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t cnn_round_up(int64_t a, int64_t b) { return cnn_ceil_div(a, b) * b; }
+static inline int64_t cnn_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Packed blocks live in one buffer per calling thread, grown on demand and reused:
+ * no allocation per call once the largest shape has been seen. */
+static __thread void *cnn_ws_ptr = NULL;
+static __thread size_t cnn_ws_bytes = 0;
+
+static void *cnn_gemm_workspace(size_t bytes) {
+    if (bytes > cnn_ws_bytes) {
+        size_t rounded = (size_t)cnn_round_up((int64_t)bytes, 4096);
+        void *p = aligned_alloc(64, rounded);
+        if (p == NULL) return NULL;
+        free(cnn_ws_ptr);
+        cnn_ws_ptr = p;
+        cnn_ws_bytes = rounded;
+    }
+    return cnn_ws_ptr;
+}
+
+#define CNN_DEFINE_GEMM(T, N)                                                                \
+typedef void (*cnn_ukr_##N##_t)(int64_t, const T *, const T *, T *, int64_t, T, T);          \
+                                                                                             \
+typedef struct {                                                                             \
+    int mr, nr;                                                                              \
+    int64_t mb, kb, nb;                                                                      \
+    cnn_ukr_##N##_t ukr;                                                                     \
+} cnn_gemm_ctx_##N;                                                                          \
+                                                                                             \
+typedef struct {                                                                             \
+    const T *bias; /* (N,) or NULL */                                                        \
+    T *z_out;      /* pre-activation copy or NULL; rows rs_z apart, columns contiguous */     \
+    int64_t rs_z;                                                                            \
+    int act;       /* CNN_ACT_* elementwise id; identity for none */                         \
+    T param;                                                                                 \
+} cnn_epilogue_##N;                                                                          \
+                                                                                             \
+/* A rows [row0, row0+m) x cols [col0, col0+kc) -> k-major micro-panel of MR rows. */        \
+static inline void cnn_pack_a_panel_##N(const T *A, int64_t rs_a, int64_t cs_a, int64_t m,  \
+                                        int64_t kc, int mr, T *dst) {                        \
+    if (cs_a == 1) {                                                                         \
+        for (int64_t i = 0; i < m; i++) {                                                    \
+            const T *src = A + i * rs_a;                                                     \
+            for (int64_t k = 0; k < kc; k++) dst[k * mr + i] = src[k];                       \
+        }                                                                                    \
+    } else {                                                                                 \
+        for (int64_t k = 0; k < kc; k++) {                                                   \
+            const T *src = A + k * cs_a;                                                     \
+            for (int64_t i = 0; i < m; i++) dst[k * mr + i] = src[i * rs_a];                 \
+        }                                                                                    \
+    }                                                                                        \
+    for (int64_t i = m; i < mr; i++)                                                         \
+        for (int64_t k = 0; k < kc; k++) dst[k * mr + i] = 0;                                \
+}                                                                                            \
+                                                                                             \
+/* B rows [row0, row0+kc) x cols [col0, col0+n) -> k-major micro-panel of NR columns. */     \
+static inline void cnn_pack_b_panel_##N(const T *B, int64_t rs_b, int64_t cs_b, int64_t n,  \
+                                        int64_t kc, int nr, T *dst) {                        \
+    if (cs_b == 1) {                                                                         \
+        for (int64_t k = 0; k < kc; k++) {                                                   \
+            memcpy(dst + k * nr, B + k * rs_b, (size_t)n * sizeof(T));                       \
+            for (int64_t j = n; j < nr; j++) dst[k * nr + j] = 0;                            \
+        }                                                                                    \
+    } else {                                                                                 \
+        for (int64_t j = 0; j < n; j++) {                                                    \
+            const T *src = B + j * cs_b;                                                     \
+            for (int64_t k = 0; k < kc; k++) dst[k * nr + j] = src[k * rs_b];                \
+        }                                                                                    \
+        for (int64_t j = n; j < nr; j++)                                                     \
+            for (int64_t k = 0; k < kc; k++) dst[k * nr + j] = 0;                            \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+/* Bias, z copy and activation on an m x n tile of C (columns contiguous). */                \
+static inline void cnn_epilogue_tile_##N(const cnn_epilogue_##N *ep, T *c, int64_t rs_c,    \
+                                         int64_t row0, int64_t col0, int64_t m, int64_t n) { \
+    for (int64_t i = 0; i < m; i++) {                                                        \
+        T *row = c + i * rs_c;                                                               \
+        if (ep->bias != NULL) {                                                              \
+            const T *bias = ep->bias + col0;                                                 \
+            for (int64_t j = 0; j < n; j++) row[j] += bias[j];                               \
+        }                                                                                    \
+        if (ep->z_out != NULL)                                                               \
+            memcpy(ep->z_out + (row0 + i) * ep->rs_z + col0, row, (size_t)n * sizeof(T));    \
+        cnn_act_apply_##N(ep->act, row, row, n, ep->param);                                  \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+/* C = beta * C, then the epilogue: the K == 0 (or alpha == 0) case. */                      \
+static void cnn_gemm_scale_only_##N(int64_t M, int64_t Nn, T beta, T *C, int64_t rs_c,      \
+                                    int64_t cs_c, const cnn_epilogue_##N *ep) {              \
+    for (int64_t i = 0; i < M; i++)                                                          \
+        for (int64_t j = 0; j < Nn; j++) {                                                   \
+            T *c = C + i * rs_c + j * cs_c;                                                  \
+            *c = beta == 0 ? (T)0 : beta * *c;                                               \
+        }                                                                                    \
+    if (ep != NULL) cnn_epilogue_tile_##N(ep, C, rs_c, 0, 0, M, Nn);                         \
+}                                                                                            \
+                                                                                             \
+/* Returns 0, or -1 when the workspace cannot be allocated. */                               \
+static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, int64_t K,  \
+                            T alpha, const T *A, int64_t rs_a, int64_t cs_a,                 \
+                            const T *B, int64_t rs_b, int64_t cs_b, T beta,                  \
+                            T *C, int64_t rs_c, int64_t cs_c,                                \
+                            const cnn_epilogue_##N *ep, int nthreads) {                      \
+    if (M <= 0 || Nn <= 0) return 0;                                                         \
+    if (K <= 0 || alpha == 0) {                                                              \
+        cnn_gemm_scale_only_##N(M, Nn, beta, C, rs_c, cs_c, ep);                             \
+        return 0;                                                                            \
+    }                                                                                        \
+    const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    /* Equal blocks, fixed by the shape alone (never by the thread count). */                \
+    const int64_t kb = cnn_ceil_div(K, cnn_ceil_div(K, ctx->kb));                            \
+    const int64_t mb = cnn_round_up(cnn_ceil_div(M, cnn_ceil_div(M, ctx->mb)), mr);          \
+    const int64_t nb = cnn_round_up(cnn_ceil_div(Nn, cnn_ceil_div(Nn, ctx->nb)), nr);        \
+    const int64_t a_elems = cnn_round_up(mb * kb, 16);                                       \
+    T *a_pack = (T *)cnn_gemm_workspace((size_t)(a_elems + nb * kb) * sizeof(T));            \
+    if (a_pack == NULL) return -1;                                                           \
+    T *b_pack = a_pack + a_elems;                                                            \
+    const double flops = 2.0 * (double)M * (double)Nn * (double)K;                           \
+    int nt = nthreads;                                                                       \
+    if (flops < nt * CNN_GEMM_MIN_FLOPS_PER_THREAD)                                          \
+        nt = (int)(flops / CNN_GEMM_MIN_FLOPS_PER_THREAD);                                   \
+    if (nt < 1) nt = 1;                                                                      \
+    _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
+    {                                                                                        \
+        T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
+        for (int64_t pc = 0; pc < K; pc += kb) {                                             \
+            const int64_t kc = cnn_min64(kb, K - pc);                                        \
+            const T beta_k = pc == 0 ? beta : (T)1;                                          \
+            const int last_k = pc + kc >= K;                                                 \
+            for (int64_t ic = 0; ic < M; ic += mb) {                                         \
+                const int64_t mc = cnn_min64(mb, M - ic);                                    \
+                const int64_t m_panels = cnn_ceil_div(mc, mr);                               \
+                _Pragma("omp for schedule(static)")                                          \
+                for (int64_t p = 0; p < m_panels; p++)                                       \
+                    cnn_pack_a_panel_##N(A + (ic + p * mr) * rs_a + pc * cs_a, rs_a, cs_a,   \
+                                         cnn_min64(mr, mc - p * mr), kc, mr,                 \
+                                         a_pack + p * mr * kc);                              \
+                for (int64_t jc = 0; jc < Nn; jc += nb) {                                    \
+                    const int64_t nc = cnn_min64(nb, Nn - jc);                               \
+                    const int64_t n_panels = cnn_ceil_div(nc, nr);                           \
+                    _Pragma("omp for schedule(static)")                                      \
+                    for (int64_t q = 0; q < n_panels; q++)                                   \
+                        cnn_pack_b_panel_##N(B + pc * rs_b + (jc + q * nr) * cs_b, rs_b,     \
+                                             cs_b, cnn_min64(nr, nc - q * nr), kc, nr,       \
+                                             b_pack + q * nr * kc);                          \
+                    _Pragma("omp for collapse(2) schedule(static)")                          \
+                    for (int64_t p = 0; p < m_panels; p++) {                                 \
+                        for (int64_t q = 0; q < n_panels; q++) {                             \
+                            const int64_t m = cnn_min64(mr, mc - p * mr);                    \
+                            const int64_t n = cnn_min64(nr, nc - q * nr);                    \
+                            const int64_t row0 = ic + p * mr, col0 = jc + q * nr;            \
+                            T *c = C + row0 * rs_c + col0 * cs_c;                            \
+                            const T *ap = a_pack + p * mr * kc, *bp = b_pack + q * nr * kc;  \
+                            if (m == mr && n == nr && cs_c == 1) {                           \
+                                ctx->ukr(kc, ap, bp, c, rs_c, alpha, beta_k);                \
+                            } else {                                                         \
+                                /* Edge tile: same kernel into a scratch tile, then the */   \
+                                /* same alpha/beta arithmetic as the kernel's write-back. */ \
+                                ctx->ukr(kc, ap, bp, edge_tile, nr, alpha, (T)0);            \
+                                for (int64_t i = 0; i < m; i++)                              \
+                                    for (int64_t j = 0; j < n; j++) {                        \
+                                        T *cij = c + i * rs_c + j * cs_c;                    \
+                                        const T t = edge_tile[i * nr + j];                   \
+                                        *cij = beta_k == 0 ? t : t + beta_k * *cij;          \
+                                    }                                                        \
+                            }                                                                \
+                            if (last_k && ep != NULL)                                        \
+                                cnn_epilogue_tile_##N(ep, c, rs_c, row0, col0, m, n);        \
+                        }                                                                    \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+    return 0;                                                                                \
+}
+
+CNN_DEFINE_GEMM(float, f32)
+CNN_DEFINE_GEMM(double, f64)
+
+/* The kernel family in use, chosen once by cnn_gemm_select(). */
+static cnn_gemm_ctx_f32 cnn_ctx_f32 = {CNN_REF_F32_MR, CNN_REF_F32_NR, CNN_F32_MB, CNN_F32_KB,
+                                       CNN_F32_NB, cnn_ukr_ref_f32};
+static cnn_gemm_ctx_f64 cnn_ctx_f64 = {CNN_REF_F64_MR, CNN_REF_F64_NR, CNN_F64_MB, CNN_F64_KB,
+                                       CNN_F64_NB, cnn_ukr_ref_f64};
+static int cnn_kernel_in_use = CNN_KERNEL_REFERENCE;
+
+/* Selects min(requested, what the CPU has); requested < 0 means the best. Returns the choice. */
+static int cnn_gemm_select(int requested) {
+    int level = cnn_cpu_best_kernel();
+    if (requested >= 0 && requested < level) level = requested;
+#if CNN_HAVE_X86_KERNELS
+    if (level == CNN_KERNEL_AVX512) {
+        cnn_ctx_f32.mr = CNN_AVX512_F32_MR; cnn_ctx_f32.nr = CNN_AVX512_F32_NR;
+        cnn_ctx_f32.ukr = cnn_ukr_avx512_f32;
+        cnn_ctx_f64.mr = CNN_AVX512_F64_MR; cnn_ctx_f64.nr = CNN_AVX512_F64_NR;
+        cnn_ctx_f64.ukr = cnn_ukr_avx512_f64;
+    } else if (level == CNN_KERNEL_AVX2) {
+        cnn_ctx_f32.mr = CNN_AVX2_F32_MR; cnn_ctx_f32.nr = CNN_AVX2_F32_NR;
+        cnn_ctx_f32.ukr = cnn_ukr_avx2_f32;
+        cnn_ctx_f64.mr = CNN_AVX2_F64_MR; cnn_ctx_f64.nr = CNN_AVX2_F64_NR;
+        cnn_ctx_f64.ukr = cnn_ukr_avx2_f64;
+    } else
+#endif
+    {
+        level = CNN_KERNEL_REFERENCE;
+        cnn_ctx_f32.mr = CNN_REF_F32_MR; cnn_ctx_f32.nr = CNN_REF_F32_NR;
+        cnn_ctx_f32.ukr = cnn_ukr_ref_f32;
+        cnn_ctx_f64.mr = CNN_REF_F64_MR; cnn_ctx_f64.nr = CNN_REF_F64_NR;
+        cnn_ctx_f64.ukr = cnn_ukr_ref_f64;
+    }
+    cnn_kernel_in_use = level;
+    return level;
+}
+
+static inline int cnn_gemm_f32(int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                               int64_t rs_a, int64_t cs_a, const float *B, int64_t rs_b,
+                               int64_t cs_b, float beta, float *C, int64_t rs_c, int64_t cs_c,
+                               const cnn_epilogue_f32 *ep, int nthreads) {
+    return cnn_gemm_run_f32(&cnn_ctx_f32, M, N, K, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta,
+                            C, rs_c, cs_c, ep, nthreads);
+}
+static inline int cnn_gemm_f64(int64_t M, int64_t N, int64_t K, double alpha, const double *A,
+                               int64_t rs_a, int64_t cs_a, const double *B, int64_t rs_b,
+                               int64_t cs_b, double beta, double *C, int64_t rs_c, int64_t cs_c,
+                               const cnn_epilogue_f64 *ep, int nthreads) {
+    return cnn_gemm_run_f64(&cnn_ctx_f64, M, N, K, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta,
+                            C, rs_c, cs_c, ep, nthreads);
+}
+
+#endif

@@ -1,0 +1,54 @@
+/* AVX2 + FMA micro-kernels (same contract as microkernel_ref.h).
+ * f32: 6 x 16 tile, f64: 6 x 8 tile; two vectors of B per row of C, 12 accumulators. */
+#ifndef CNN_MICROKERNEL_AVX2_H
+#define CNN_MICROKERNEL_AVX2_H
+
+#include <stdint.h>
+#include <immintrin.h>
+#include "blocksizes.h"
+
+#define CNN_AVX2_TARGET __attribute__((target("avx2,fma")))
+
+#define CNN_DEFINE_AVX2_UKR(T, N, V, SFX, W, MR)                                            \
+CNN_AVX2_TARGET                                                                             \
+static void cnn_ukr_avx2_##N(int64_t k, const T *restrict a, const T *restrict b,         \
+                             T *restrict c, int64_t rs_c, T alpha, T beta) {               \
+    V acc0[MR], acc1[MR];                                                                   \
+    _Pragma("GCC unroll 8")                                                                 \
+    for (int i = 0; i < MR; i++) {                                                          \
+        acc0[i] = _mm256_setzero_##SFX();                                                   \
+        acc1[i] = _mm256_setzero_##SFX();                                                   \
+    }                                                                                       \
+    _Pragma("GCC unroll 2")                                                                 \
+    for (int64_t p = 0; p < k; p++) {                                                       \
+        const V b0 = _mm256_load_##SFX(b);                                                  \
+        const V b1 = _mm256_load_##SFX(b + W);                                              \
+        _Pragma("GCC unroll 8")                                                             \
+        for (int i = 0; i < MR; i++) {                                                      \
+            const V ai = _mm256_set1_##SFX(a[i])  ;                                 \
+            acc0[i] = _mm256_fmadd_##SFX(ai, b0, acc0[i]);                                  \
+            acc1[i] = _mm256_fmadd_##SFX(ai, b1, acc1[i]);                                  \
+        }                                                                                   \
+        a += MR;                                                                            \
+        b += 2 * W;                                                                         \
+    }                                                                                       \
+    const V va = _mm256_set1_##SFX(alpha);                                                  \
+    const V vb = _mm256_set1_##SFX(beta);                                                   \
+    _Pragma("GCC unroll 8")                                                                 \
+    for (int i = 0; i < MR; i++) {                                                          \
+        T *ci = c + i * rs_c;                                                               \
+        V r0 = _mm256_mul_##SFX(va, acc0[i]);                                               \
+        V r1 = _mm256_mul_##SFX(va, acc1[i]);                                               \
+        if (beta != 0) {                                                                    \
+            r0 = _mm256_add_##SFX(r0, _mm256_mul_##SFX(vb, _mm256_loadu_##SFX(ci)));         \
+            r1 = _mm256_add_##SFX(r1, _mm256_mul_##SFX(vb, _mm256_loadu_##SFX(ci + W)));     \
+        }                                                                                   \
+        _mm256_storeu_##SFX(ci, r0);                                                        \
+        _mm256_storeu_##SFX(ci + W, r1);                                                    \
+    }                                                                                       \
+}
+
+CNN_DEFINE_AVX2_UKR(float, f32, __m256, ps, 8, CNN_AVX2_F32_MR)
+CNN_DEFINE_AVX2_UKR(double, f64, __m256d, pd, 4, CNN_AVX2_F64_MR)
+
+#endif

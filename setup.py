@@ -3,7 +3,7 @@
 Every ``cnn_core/*.pyx`` becomes one extension module. The build:
 - uses ``-O3`` and OpenMP when the compiler has it (checked by compiling a tiny program);
   without OpenMP it still builds, serially, and ``cnn_core.build_info()['openmp']`` says so;
-- never uses ``-march=native``: the SIMD micro-kernels carry their own ``target`` attributes
+- never targets the build machine's CPU (no march flag): the SIMD micro-kernels carry their own ``target`` attributes
   and are chosen at import time from what the CPU reports, so one wheel runs on any x86-64.
 """
 import os

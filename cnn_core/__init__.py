@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 from cnn_core._threads import set_num_threads, get_num_threads, has_openmp
 from cnn_core._gemm import gemm
+from cnn_core._dense import dense_forward, dense_backward
 from cnn_core import _gemm
 
 

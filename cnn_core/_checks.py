@@ -125,3 +125,38 @@ def check_labels(labels, batch, num_classes, name="labels"):
                 f"{name} contains {bad}, outside [0, {num_classes}) for {num_classes} classes"
             )
     return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def check_dense_inputs(x, w, b):
+    """x: (batch, in), w: (in, units), b: (units,) C-contiguous or None; one float dtype."""
+    check_array(x, "x", ndim=2)
+    check_array(w, "w", ndim=2, dtype=x.dtype)
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(
+            f"x has {x.shape[1]} features (shape {x.shape}) but w expects {w.shape[0]} "
+            f"(shape {w.shape})"
+        )
+    if b is not None:
+        check_array(b, "b", ndim=1, dtype=x.dtype)
+        check_contiguous(b, "b")
+        if b.shape[0] != w.shape[1]:
+            raise ValueError(f"b has shape {b.shape} but w has {w.shape[1]} units")
+
+
+def check_like(arr, name, like, like_name):
+    """``arr`` must be a C-contiguous ndarray with the dtype and shape of ``like`` (a gradient
+    or optimizer state next to its parameter, a target next to its prediction)."""
+    check_array(arr, name, dtype=like.dtype, allow_empty=True)
+    check_same_shape(arr, name, like, like_name)
+    check_contiguous(arr, name)
+    return arr
+
+
+def check_positive_int(value, name):
+    """An integer >= 1 (a thread count, an optimizer step); bools are refused."""
+    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value

@@ -10,7 +10,6 @@ import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
 
-from libc.string cimport memset
 from cnn_core._typedefs cimport floating, intp_t
 from cnn_core._threads cimport get_num_threads_c, threads_for_elements
 from cnn_core._gemm cimport gemm_raw
@@ -43,37 +42,27 @@ cdef void activation_grad_rows(const floating *grad, const floating *z, const fl
                                  dz + i * cols, cols, param)
 
 
+cdef inline void column_block_sums(const floating *dz, floating *db, intp_t rows,
+                                   intp_t cols, intp_t j0, intp_t width) noexcept nogil:
+    # Own function so the accumulators are private to the thread running this block.
+    cdef double acc[COLUMN_BLOCK]
+    cdef intp_t i, j
+    for j in range(width):
+        acc[j] = 0
+    for i in range(rows):
+        for j in range(width):
+            acc[j] += dz[i * cols + j0 + j]
+    for j in range(width):
+        db[j0 + j] = <floating>acc[j]
+
+
 cdef void column_sums(const floating *dz, floating *db, intp_t rows, intp_t cols,
                       int num_threads) noexcept nogil:
     cdef intp_t blocks = (cols + COLUMN_BLOCK - 1) // COLUMN_BLOCK
-    cdef intp_t blk, i, j, j0, width
-    cdef double acc[COLUMN_BLOCK]
+    cdef intp_t blk
     for blk in prange(blocks, schedule='static', num_threads=num_threads):
-        j0 = blk * COLUMN_BLOCK
-        width = cols - j0
-        if width > COLUMN_BLOCK:
-            width = COLUMN_BLOCK
-        memset(acc, 0, sizeof(acc))
-        for i in range(rows):
-            for j in range(width):
-                acc[j] += dz[i * cols + j0 + j]
-        for j in range(width):
-            db[j0 + j] = <floating>acc[j]
-
-
-def _check_dense_inputs(x, w, b):
-    _checks.check_array(x, "x", ndim=2)
-    _checks.check_array(w, "w", ndim=2, dtype=x.dtype)
-    if x.shape[1] != w.shape[0]:
-        raise ValueError(
-            f"x has {x.shape[1]} features (shape {x.shape}) but w expects {w.shape[0]} "
-            f"(shape {w.shape})"
-        )
-    if b is not None:
-        _checks.check_array(b, "b", ndim=1, dtype=x.dtype)
-        _checks.check_contiguous(b, "b")
-        if b.shape[0] != w.shape[1]:
-            raise ValueError(f"b has shape {b.shape} but w has {w.shape[1]} units")
+        column_block_sums(dz, db, rows, cols, blk * COLUMN_BLOCK,
+                          min(<intp_t>COLUMN_BLOCK, cols - blk * COLUMN_BLOCK))
 
 
 def dense_forward(x, w, b, activation="identity", *, param=None, out=None, z_out=None):
@@ -83,7 +72,7 @@ def dense_forward(x, w, b, activation="identity", *, param=None, out=None, z_out
     may be any strided views). out: (batch, units) receives a; z_out, when given, receives z.
     Returns out.
     """
-    _check_dense_inputs(x, w, b)
+    _checks.check_dense_inputs(x, w, b)
     name, act, param = _checks.resolve_activation(activation, param)
     batch, units = x.shape[0], w.shape[1]
     out = _checks.check_out(out, "out", (batch, units), x.dtype)
@@ -138,7 +127,7 @@ def dense_backward(x, w, z, a, grad_out, activation="identity", *, param=None, g
     dz_out: optional (batch, units) buffer that receives dz (reused workspace; allocated when
     None and the activation is not the identity). Returns (grad_w, grad_b, grad_x).
     """
-    _check_dense_inputs(x, w, None)
+    _checks.check_dense_inputs(x, w, None)
     batch, n_in = x.shape
     units = w.shape[1]
     for arr, arr_name in ((z, "z"), (a, "a"), (grad_out, "grad_out")):

@@ -1,0 +1,22 @@
+import pytest
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - optional
+    threadpool_limits = None
+
+import cnn_core
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"{n}thr")
+def threads(request):
+    """Run a case with n threads for cnn_core and for NumPy's BLAS alike."""
+    n = request.param
+    previous = cnn_core.get_num_threads()
+    cnn_core.set_num_threads(n)
+    if threadpool_limits is not None:
+        with threadpool_limits(limits=n):
+            yield n
+    else:
+        yield n
+    cnn_core.set_num_threads(previous)

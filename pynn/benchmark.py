@@ -1,0 +1,410 @@
+"""Side-by-side benchmarks: pynn (cnn_core) against the NumPy reference and PyTorch.
+
+    python -m pynn bench [--threads N] [--json results.json] [--quick] [--only gemm,train]
+    python bench/run.py ...            (the same)
+
+Every case of one row is measured in the same process, interleaved, so the ratios are
+meaningful on a shared, noisy machine; absolute times are this machine's. Data is synthetic,
+MNIST-shaped (60,000 x 784, 10 classes): no download needed.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import cnn_core
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    threadpool_limits = None
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
+
+def median_time(fn, min_time=0.15, repeats=5, warmup=1):
+    """Median seconds per call of ``fn`` over ``repeats`` rounds of >= ``min_time`` each."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(min_time / once))
+    rounds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        rounds.append((time.perf_counter() - t0) / inner)
+    return float(np.median(rounds))
+
+
+def _interleaved(fns, **kw):
+    """Time several implementations round-robin so machine noise hits them alike."""
+    results = {name: [] for name in fns}
+    repeats = kw.pop("repeats", 3)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if fn is not None:
+                results[name].append(median_time(fn, repeats=1, **kw))
+    return {name: (float(np.median(v)) if v else None) for name, v in results.items()}
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, section, case, times, flops=None, note=""):
+        row = {"section": section, "case": case, "flops": flops, "note": note}
+        for impl, t in times.items():
+            row[impl] = t
+        self.rows.append(row)
+        self._print_row(row)
+
+    @staticmethod
+    def _fmt_time(t):
+        if t is None:
+            return "-"
+        if t >= 1:
+            return f"{t:.2f} s"
+        if t >= 1e-3:
+            return f"{t * 1e3:.2f} ms"
+        return f"{t * 1e6:.1f} us"
+
+    def header(self):
+        print(f"{'section':<9} {'case':<34} {'pynn':>10} {'numpy':>10} {'torch':>10} "
+              f"{'pynn GF/s':>9} {'numpy/pynn':>10} {'torch/pynn':>10}  note")
+        print("-" * 118)
+
+    def _print_row(self, row):
+        p, n, t = row.get("pynn"), row.get("numpy"), row.get("torch")
+        gf = f"{row['flops'] / p / 1e9:.1f}" if row["flops"] and p else "-"
+        rn = f"{n / p:.2f}x" if p and n else "-"
+        rt = f"{t / p:.2f}x" if p and t else "-"
+        print(f"{row['section']:<9} {row['case']:<34} {self._fmt_time(p):>10} "
+              f"{self._fmt_time(n):>10} {self._fmt_time(t):>10} {gf:>9} {rn:>10} {rt:>10}  "
+              f"{row['note']}", flush=True)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+def bench_gemm(table, quick):
+    shapes = [(32, 784, 128), (64, 784, 128), (256, 784, 256), (128, 784, 512), (256, 1024, 1024)]
+    shapes += [] if quick else [(1024, 1024, 1024), (2048, 2048, 2048)]
+    rng = np.random.default_rng(0)
+    for m, k, n in shapes:
+        for trans in ("NN", "TN", "NT"):
+            if trans != "NN" and m * n * k > 300e6:
+                continue
+            ta, tb = trans[0] == "T", trans[1] == "T"
+            a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+            b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+            opa, opb = (a.T if ta else a), (b.T if tb else b)
+            out = np.empty((m, n), np.float32)
+            fns = {
+                "pynn": lambda: cnn_core.gemm(a, b, trans_a=ta, trans_b=tb, out=out),
+                "numpy": lambda: np.matmul(opa, opb, out=out),
+            }
+            if torch is not None:
+                ta_t, tb_t = torch.from_numpy(opa), torch.from_numpy(opb)
+                out_t = torch.from_numpy(out)
+                fns["torch"] = lambda: torch.mm(ta_t, tb_t, out=out_t)
+            table.add("gemm", f"{m}x{k}x{n} {trans}", _interleaved(fns), flops=2.0 * m * n * k)
+
+
+def bench_dense(table, quick):
+    import pynn.reference as ref
+
+    rng = np.random.default_rng(1)
+    for batch, n_in, units in [(32, 784, 128), (256, 784, 512)]:
+        x = rng.standard_normal((batch, n_in)).astype(np.float32)
+        w = (rng.standard_normal((n_in, units)) * 0.05).astype(np.float32)
+        b = np.zeros(units, np.float32)
+        g = rng.standard_normal((batch, units)).astype(np.float32)
+        a, z = np.empty((batch, units), np.float32), np.empty((batch, units), np.float32)
+        gw, gb = np.empty_like(w), np.empty_like(b)
+        gx, dz = np.empty_like(x), np.empty_like(a)
+
+        def pynn_step():
+            cnn_core.dense_forward(x, w, b, "relu", out=a, z_out=z)
+            cnn_core.dense_backward(x, w, z, a, g, "relu", grad_w=gw, grad_b=gb, grad_x=gx,
+                                    dz_out=dz)
+
+        def ref_step():
+            ref.dense_forward(x, w, b, "relu", out=a, z_out=z)
+            ref.dense_backward(x, w, z, a, g, "relu", grad_w=gw, grad_b=gb, grad_x=gx)
+
+        fns = {"pynn": pynn_step, "numpy": ref_step}
+        if torch is not None:
+            xt = torch.from_numpy(x).requires_grad_(True)
+            wt = torch.from_numpy(w.T.copy()).requires_grad_(True)
+            bt = torch.from_numpy(b).requires_grad_(True)
+            gt = torch.from_numpy(g)
+
+            def torch_step():
+                xt.grad = wt.grad = bt.grad = None
+                torch.relu(torch.nn.functional.linear(xt, wt, bt)).backward(gt)
+
+            fns["torch"] = torch_step
+        flops = 6.0 * batch * n_in * units
+        table.add("dense", f"fwd+bwd relu {batch}x{n_in}x{units}", _interleaved(fns), flops=flops)
+
+
+def bench_losses(table, quick):
+    import pynn.reference as ref
+
+    rng = np.random.default_rng(2)
+    for batch, classes in [(32, 10), (256, 10), (1024, 1000)]:
+        logits = rng.standard_normal((batch, classes)).astype(np.float32)
+        labels = rng.integers(0, classes, batch)
+        grad = np.empty_like(logits)
+        fns = {
+            "pynn": lambda: cnn_core.softmax_cross_entropy_sparse(logits, labels, grad=grad),
+            "numpy": lambda: ref.softmax_cross_entropy_sparse(logits, labels, grad=grad),
+        }
+        if torch is not None:
+            lt = torch.from_numpy(logits).requires_grad_(True)
+            yt = torch.from_numpy(labels)
+
+            def torch_ce():
+                lt.grad = None
+                torch.nn.functional.cross_entropy(lt, yt).backward()
+
+            fns["torch"] = torch_ce
+        table.add("loss", f"softmax-CE {batch}x{classes}", _interleaved(fns))
+
+
+def bench_optimizers(table, quick):
+    import pynn.reference as ref
+
+    n = 1_000_000
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal(n).astype(np.float32)
+    cases = {
+        "sgd momentum": (
+            lambda p, s: cnn_core.sgd_update(p, g, s[0], lr=0.01, momentum=0.9),
+            lambda p, s: ref.sgd_update(p, g, s[0], lr=0.01, momentum=0.9),
+            lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9) if torch else None, 1),
+        "adam": (
+            lambda p, s: cnn_core.adam_update(p, g, s[0], s[1], lr=1e-3, step=10),
+            lambda p, s: ref.adam_update(p, g, s[0], s[1], lr=1e-3, step=10),
+            lambda params: torch.optim.Adam(params, lr=1e-3, foreach=True) if torch else None, 2),
+        "rmsprop": (
+            lambda p, s: cnn_core.rmsprop_update(p, g, s[0], lr=1e-3),
+            lambda p, s: ref.rmsprop_update(p, g, s[0], lr=1e-3),
+            lambda params: torch.optim.RMSprop(params, lr=1e-3) if torch else None, 1),
+        "adagrad": (
+            lambda p, s: cnn_core.adagrad_update(p, g, s[0], lr=1e-3),
+            lambda p, s: ref.adagrad_update(p, g, s[0], lr=1e-3),
+            lambda params: torch.optim.Adagrad(params, lr=1e-3) if torch else None, 1),
+    }
+    for name, (ours, theirs, make_torch, n_slots) in cases.items():
+        p1, p2 = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        s1 = [np.full(n, 0.1, np.float32) for _ in range(n_slots)]
+        s2 = [np.full(n, 0.1, np.float32) for _ in range(n_slots)]
+        fns = {"pynn": lambda: ours(p1, s1), "numpy": lambda: theirs(p2, s2)}
+        if torch is not None:
+            pt = torch.zeros(n, requires_grad=True)
+            pt.grad = torch.from_numpy(g)
+            opt = make_torch([pt])
+            fns["torch"] = opt.step
+        table.add("optim", f"{name} 1M params", _interleaved(fns))
+
+
+# ----------------------------------------------------------------------------- training
+
+TRAIN_MODELS = [
+    # (name, hidden sizes, batch size)
+    ("784-128-10", (128,), 32),
+    ("784-512-256-10", (512, 256), 128),
+    ("784-1024-1024-10", (1024, 1024), 256),
+]
+
+
+def _synthetic_mnist(n=60000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 784), dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    return x, y
+
+
+def _model_flops_per_sample(hidden):
+    sizes = (784,) + tuple(hidden) + (10,)
+    mults = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    first = sizes[0] * sizes[1]
+    # forward 2*mults, backward dW 2*mults, dx for all but the first layer.
+    return 2 * mults + 2 * mults + 2 * (mults - first)
+
+
+def _pynn_model(hidden, backend):
+    import pynn
+
+    pynn.set_backend(backend)
+    pynn.utils.set_random_seed(0)
+    layers = [pynn.layers.Dense(h, activation="relu") for h in hidden]
+    model = pynn.Sequential([pynn.layers.Input(shape=(784,))] + layers
+                            + [pynn.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _torch_model(hidden):
+    torch.manual_seed(0)
+    sizes = (784,) + tuple(hidden)
+    mods = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    mods.append(torch.nn.Linear(sizes[-1], 10))
+    return torch.nn.Sequential(*mods)
+
+
+def _torch_epoch(model, opt, xt, yt, batch, steps=None):
+    n = xt.shape[0]
+    perm = torch.randperm(n)
+    loss_fn = torch.nn.functional.cross_entropy
+    count = 0
+    for start in range(0, n, batch):
+        idx = perm[start:start + batch]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+        count += 1
+        if steps is not None and count >= steps:
+            break
+
+
+def bench_training(table, quick):
+    import pynn
+
+    x, y = _synthetic_mnist()
+    for name, hidden, batch in TRAIN_MODELS:
+        if quick and hidden[0] > 512:
+            continue
+        flops = _model_flops_per_sample(hidden) * x.shape[0]
+        steps_per_epoch = -(-x.shape[0] // batch)
+        times = {}
+        model = _pynn_model(hidden, "cnn_core")
+        model.fit(x[:batch * 4], y[:batch * 4], batch_size=batch, epochs=1, verbose=0)
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        times["pynn"] = time.perf_counter() - t0
+        # The NumPy reference is slow: time a slice of the epoch and scale it.
+        ref_steps = 50
+        model = _pynn_model(hidden, "numpy")
+        n_ref = batch * ref_steps
+        t0 = time.perf_counter()
+        model.fit(x[:n_ref], y[:n_ref], batch_size=batch, epochs=1, verbose=0)
+        times["numpy"] = (time.perf_counter() - t0) * steps_per_epoch / ref_steps
+        pynn.set_backend("cnn_core")
+        if torch is not None:
+            tm = _torch_model(hidden)
+            opt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+            xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+            _torch_epoch(tm, opt, xt, yt, batch, steps=4)
+            t0 = time.perf_counter()
+            _torch_epoch(tm, opt, xt, yt, batch)
+            times["torch"] = time.perf_counter() - t0
+        table.add("train", f"epoch {name} b{batch}", times, flops=flops,
+                  note="numpy scaled from 50 steps")
+
+
+def bench_predict(table, quick):
+    x, _ = _synthetic_mnist(10000)
+    hidden = (128,)
+    model = _pynn_model(hidden, "cnn_core")
+    one = x[:1]
+    fns = {"pynn": lambda: model.predict(one, verbose=0)}
+    fns_tp = {"pynn": lambda: model.predict(x, batch_size=1000, verbose=0)}
+    if torch is not None:
+        tm = _torch_model(hidden).eval()
+        one_t, xt = torch.from_numpy(one), torch.from_numpy(x)
+
+        def torch_one():
+            with torch.inference_mode():
+                return torch.softmax(tm(one_t), dim=1).numpy()
+
+        def torch_all():
+            with torch.inference_mode():
+                return torch.softmax(tm(xt), dim=1).numpy()
+
+        fns["torch"], fns_tp["torch"] = torch_one, torch_all
+    table.add("predict", "784-128-10 latency, 1 sample", _interleaved(fns))
+    table.add("predict", "784-128-10 10,000 samples", _interleaved(fns_tp))
+
+
+SECTIONS = {
+    "gemm": bench_gemm,
+    "dense": bench_dense,
+    "loss": bench_losses,
+    "optim": bench_optimizers,
+    "train": bench_training,
+    "predict": bench_predict,
+}
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="pynn bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=cnn_core.get_num_threads(),
+                        help="threads for pynn, NumPy's BLAS and PyTorch alike")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--quick", action="store_true", help="skip the largest cases")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections of {','.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+
+    cnn_core.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    info = cnn_core.build_info()
+    print(f"CPU: {_cpu_name()} ({os.cpu_count()} cores visible); threads: {args.threads}; "
+          f"cnn_core kernel: {info['kernel']}, OpenMP: {info['openmp']}; numpy {np.__version__}; "
+          f"torch {torch.__version__ if torch is not None else 'not installed'}")
+    print("Times are medians on this machine; ratios > 1 mean pynn is faster.")
+    table = Table()
+    table.header()
+    limits = threadpool_limits(limits=args.threads) if threadpool_limits else None
+    try:
+        for name in sections:
+            SECTIONS[name](table, args.quick)
+    finally:
+        if limits is not None:
+            limits.unregister()
+    if args.json:
+        payload = {"cpu": _cpu_name(), "threads": args.threads, "build_info": info,
+                   "numpy": np.__version__,
+                   "torch": torch.__version__ if torch is not None else None,
+                   "rows": table.rows}
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

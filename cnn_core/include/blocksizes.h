@@ -36,6 +36,10 @@
 #define CNN_F64_NB 256
 #define CNN_F64_MB 1024
 
+/* With at most this many rows in A, B is read in place (not packed) when its rows are
+ * contiguous: a B panel is then reused too few times to repay the copy. */
+#define CNN_GEMM_DIRECT_B_MAX_M 96
+
 /* Below this many flops (2*M*N*K) a GEMM runs on one thread: waking others costs more. */
 #define CNN_GEMM_MIN_FLOPS_PER_THREAD 400000.0
 

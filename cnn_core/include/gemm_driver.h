@@ -56,7 +56,7 @@ static void *cnn_gemm_workspace(size_t bytes) {
 }
 
 #define CNN_DEFINE_GEMM(T, N)                                                                \
-typedef void (*cnn_ukr_##N##_t)(int64_t, const T *, const T *, T *, int64_t, T, T);          \
+typedef void (*cnn_ukr_##N##_t)(int64_t, const T *, const T *, int64_t, T *, int64_t, T, T);          \
                                                                                              \
 typedef struct {                                                                             \
     int mr, nr;                                                                              \
@@ -154,6 +154,9 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
     T *a_pack = (T *)cnn_gemm_workspace((size_t)(a_elems + nb * kb) * sizeof(T));            \
     if (a_pack == NULL) return -1;                                                           \
     T *b_pack = a_pack + a_elems;                                                            \
+    /* Few rows of A: each B panel is used only a few times, so read B in place when its   \
+     * rows are contiguous instead of copying it; only a narrow edge panel is packed. */    \
+    const int direct_b = cs_b == 1 && M <= CNN_GEMM_DIRECT_B_MAX_M;                          \
     const double flops = 2.0 * (double)M * (double)Nn * (double)K;                           \
     int nt = nthreads;                                                                       \
     if (flops < nt * CNN_GEMM_MIN_FLOPS_PER_THREAD)                                          \
@@ -179,6 +182,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                     const int64_t n_panels = cnn_ceil_div(nc, nr);                           \
                     _Pragma("omp for schedule(static)")                                      \
                     for (int64_t q = 0; q < n_panels; q++)                                   \
+                        if (!direct_b || nc - q * nr < nr)                                   \
                         cnn_pack_b_panel_##N(B + pc * rs_b + (jc + q * nr) * cs_b, rs_b,     \
                                              cs_b, cnn_min64(nr, nc - q * nr), kc, nr,       \
                                              b_pack + q * nr * kc);                          \
@@ -190,12 +194,17 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                             const int64_t row0 = ic + p * mr, col0 = jc + q * nr;            \
                             T *c = C + row0 * rs_c + col0 * cs_c;                            \
                             const T *ap = a_pack + p * mr * kc, *bp = b_pack + q * nr * kc;  \
+                            int64_t ldb = nr;                                                \
+                            if (direct_b && n == nr) {                                       \
+                                bp = B + pc * rs_b + col0;                                   \
+                                ldb = rs_b;                                                  \
+                            }                                                                \
                             if (m == mr && n == nr && cs_c == 1) {                           \
-                                ctx->ukr(kc, ap, bp, c, rs_c, alpha, beta_k);                \
+                                ctx->ukr(kc, ap, bp, ldb, c, rs_c, alpha, beta_k);                \
                             } else {                                                         \
                                 /* Edge tile: same kernel into a scratch tile, then the */   \
                                 /* same alpha/beta arithmetic as the kernel's write-back. */ \
-                                ctx->ukr(kc, ap, bp, edge_tile, nr, alpha, (T)0);            \
+                                ctx->ukr(kc, ap, bp, ldb, edge_tile, nr, alpha, (T)0);            \
                                 for (int64_t i = 0; i < m; i++)                              \
                                     for (int64_t j = 0; j < n; j++) {                        \
                                         T *cij = c + i * rs_c + j * cs_c;                    \

@@ -12,7 +12,7 @@
 #define CNN_DEFINE_AVX2_UKR(T, N, V, SFX, W, MR)                                            \
 CNN_AVX2_TARGET                                                                             \
 static void cnn_ukr_avx2_##N(int64_t k, const T *restrict a, const T *restrict b,         \
-                             T *restrict c, int64_t rs_c, T alpha, T beta) {               \
+                             int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) {               \
     V acc0[MR], acc1[MR];                                                                   \
     _Pragma("GCC unroll 8")                                                                 \
     for (int i = 0; i < MR; i++) {                                                          \
@@ -21,8 +21,8 @@ static void cnn_ukr_avx2_##N(int64_t k, const T *restrict a, const T *restrict b
     }                                                                                       \
     _Pragma("GCC unroll 2")                                                                 \
     for (int64_t p = 0; p < k; p++) {                                                       \
-        const V b0 = _mm256_load_##SFX(b);                                                  \
-        const V b1 = _mm256_load_##SFX(b + W);                                              \
+        const V b0 = _mm256_loadu_##SFX(b);                                                  \
+        const V b1 = _mm256_loadu_##SFX(b + W);                                              \
         _Pragma("GCC unroll 8")                                                             \
         for (int i = 0; i < MR; i++) {                                                      \
             const V ai = _mm256_set1_##SFX(a[i])  ;                                 \
@@ -30,7 +30,7 @@ static void cnn_ukr_avx2_##N(int64_t k, const T *restrict a, const T *restrict b
             acc1[i] = _mm256_fmadd_##SFX(ai, b1, acc1[i]);                                  \
         }                                                                                   \
         a += MR;                                                                            \
-        b += 2 * W;                                                                         \
+        b += ldb;                                                                         \
     }                                                                                       \
     const V va = _mm256_set1_##SFX(alpha);                                                  \
     const V vb = _mm256_set1_##SFX(beta);                                                   \

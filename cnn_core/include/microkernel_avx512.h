@@ -14,7 +14,7 @@
 #define CNN_DEFINE_AVX512_UKR(T, N, V, SFX, W, MR)                                          \
 CNN_AVX512_TARGET                                                                           \
 static void cnn_ukr_avx512_##N(int64_t k, const T *restrict a, const T *restrict b,       \
-                               T *restrict c, int64_t rs_c, T alpha, T beta) {             \
+                               int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) {             \
     V acc0[MR], acc1[MR];                                                                   \
     _Pragma("GCC unroll 8")                                                                 \
     for (int i = 0; i < MR; i++) {                                                          \
@@ -23,8 +23,8 @@ static void cnn_ukr_avx512_##N(int64_t k, const T *restrict a, const T *restrict
     }                                                                                       \
     _Pragma("GCC unroll 2")                                                                 \
     for (int64_t p = 0; p < k; p++) {                                                       \
-        const V b0 = _mm512_load_##SFX(b);                                                  \
-        const V b1 = _mm512_load_##SFX(b + W);                                              \
+        const V b0 = _mm512_loadu_##SFX(b);                                                  \
+        const V b1 = _mm512_loadu_##SFX(b + W);                                              \
         _Pragma("GCC unroll 8")                                                             \
         for (int i = 0; i < MR; i++) {                                                      \
             const V ai = _mm512_set1_##SFX(a[i]);                                           \
@@ -32,7 +32,7 @@ static void cnn_ukr_avx512_##N(int64_t k, const T *restrict a, const T *restrict
             acc1[i] = _mm512_fmadd_##SFX(ai, b1, acc1[i]);                                  \
         }                                                                                   \
         a += MR;                                                                            \
-        b += 2 * W;                                                                         \
+        b += ldb;                                                                         \
     }                                                                                       \
     const V va = _mm512_set1_##SFX(alpha);                                                  \
     const V vb = _mm512_set1_##SFX(beta);                                                   \

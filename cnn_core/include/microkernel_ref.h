@@ -2,7 +2,8 @@
  *
  * Every micro-kernel has this contract (BLIS's, with C row-major):
  *   C[MR x NR] = alpha * sum_p a[p*MR + i] * b[p*NR + j]  (+ beta * C when beta != 0)
- *   a: packed A micro-panel, k x MR (MR contiguous per p); b: packed B micro-panel, k x NR.
+ *   a: packed A micro-panel, k x MR (MR contiguous per p); b: B micro-panel, k rows of NR
+ *   contiguous values, ldb apart (NR when packed; B's row stride when read in place).
  *   c: the tile's top-left element, rows rs_c apart, columns contiguous.
  *   With beta == 0, C is never read (so NaN in an output buffer cannot leak in).
  * The products are summed in increasing p, one accumulator per element of C: the result of an
@@ -15,14 +16,14 @@
 
 #define CNN_DEFINE_REF_UKR(T, N, MR, NR)                                                   \
 static void cnn_ukr_ref_##N(int64_t k, const T *restrict a, const T *restrict b,         \
-                            T *restrict c, int64_t rs_c, T alpha, T beta) {               \
+                            int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) {               \
     T acc[MR][NR];                                                                         \
     for (int i = 0; i < MR; i++)                                                           \
         for (int j = 0; j < NR; j++) acc[i][j] = 0;                                        \
     for (int64_t p = 0; p < k; p++) {                                                      \
         for (int i = 0; i < MR; i++) {                                                     \
             const T ai = a[p * MR + i];                                                    \
-            for (int j = 0; j < NR; j++) acc[i][j] += ai * b[p * NR + j];                  \
+            for (int j = 0; j < NR; j++) acc[i][j] += ai * b[p * ldb + j];                  \
         }                                                                                  \
     }                                                                                      \
     for (int i = 0; i < MR; i++) {                                                         \

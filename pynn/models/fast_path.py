@@ -1,0 +1,237 @@
+"""The compiled fit loop: whole training steps inside ``cnn_core`` for dense chains.
+
+``fit`` asks ``FastFit.prepare(model, ...)`` once; when the model is a chain the compiled
+trainer understands (Flatten/Input, then Dense layers; a loss and optimizer it has kernels for;
+accuracy as the only metric; the cnn_core backend; float32), each epoch runs in
+``cnn_core._train.DenseChainTrainer.run``: gather, forward, loss, backward, regularisation,
+clipping and the optimizer update, with no Python per layer or per step and no allocation.
+Anything else returns None and ``fit`` takes the per-layer Python path, which computes the same
+thing (tests compare the two).
+
+Batch-level callbacks still see every batch when a user callback asks for them; when only the
+progress bar listens, steps run in chunks of about 50 ms and the bar is told after each chunk
+(Keras' ``steps_per_execution`` does the same).
+"""
+import time
+
+import numpy as np
+
+from pynn import backend as _backend
+from pynn import losses as _losses
+from pynn import metrics as _metrics
+from pynn import optimizers as _optimizers
+from pynn import regularizers as _regularizers
+from pynn.layers.dense import Dense
+from pynn.layers.flatten import Flatten
+from pynn.layers.input_layer import InputLayer
+from pynn.optimizers import schedules as _schedules
+from pynn.utils.random import get_rng
+
+# Target wall time of one chunk of steps between two progress-bar updates.
+_CHUNK_SECONDS = 0.05
+
+
+def _loss_kind(loss, output_activation):
+    """The trainer's loss kind for (Loss object, final activation), or None."""
+    kind = type(loss)
+    if kind is _losses.SparseCategoricalCrossentropy and loss.ignore_class is None:
+        fused = "sparse_softmax_ce"
+    elif kind is _losses.CategoricalCrossentropy and not loss.label_smoothing:
+        fused = "softmax_ce"
+    elif kind is _losses.BinaryCrossentropy and not loss.label_smoothing:
+        fused = "sigmoid_bce"
+    elif kind is _losses.MeanSquaredError:
+        return "mse" if output_activation not in ("softmax", "log_softmax") else None
+    elif kind is _losses.MeanAbsoluteError:
+        return "mae" if output_activation not in ("softmax", "log_softmax") else None
+    else:
+        return None
+    if getattr(loss, "reduction", "sum_over_batch_size") != "sum_over_batch_size":
+        return None
+    wanted = "sigmoid" if fused == "sigmoid_bce" else "softmax"
+    if loss.from_logits and output_activation == "linear":
+        return fused
+    if not loss.from_logits and output_activation == wanted:
+        return fused
+    return None
+
+
+_METRIC_FOR_LOSS = {
+    "sparse_softmax_ce": _metrics.SparseCategoricalAccuracy,
+    "softmax_ce": _metrics.CategoricalAccuracy,
+    "sigmoid_bce": _metrics.BinaryAccuracy,
+}
+
+
+def _optimizer_spec(optimizer, variables):
+    """The trainer's optimizer description (sharing the slot arrays), or None."""
+    kind = type(optimizer)
+    if (optimizer.loss_scale_factor is not None or optimizer.use_ema
+            or optimizer.gradient_accumulation_steps):
+        return None
+    if not optimizer.built:
+        optimizer.build(variables)
+    try:
+        indices = [optimizer._index[id(v)] for v in variables]
+    except KeyError:
+        return None
+    spec = {
+        "weight_decay": float(optimizer.weight_decay or 0.0),
+        "clipnorm": optimizer.clipnorm,
+        "clipvalue": optimizer.clipvalue,
+        "global_clipnorm": optimizer.global_clipnorm,
+        "decay": [optimizer._decay_mask[i] for i in indices],
+    }
+    if kind is _optimizers.SGD:
+        spec.update(kind="sgd", momentum=optimizer.momentum, nesterov=optimizer.nesterov)
+        names = ["momentum"] if optimizer.momentum != 0 else []
+    elif kind in (_optimizers.Adam, _optimizers.AdamW) and not optimizer.amsgrad:
+        spec.update(kind="adam", beta_1=optimizer.beta_1, beta_2=optimizer.beta_2,
+                    epsilon=optimizer.epsilon)
+        names = ["momentum", "velocity"]
+    elif kind is _optimizers.RMSprop:
+        spec.update(kind="rmsprop", rho=optimizer.rho, momentum=optimizer.momentum,
+                    epsilon=optimizer.epsilon, centered=optimizer.centered)
+        names = ["velocity"] + (["momentum"] if optimizer.momentum > 0 else []) + (
+            ["average_gradient"] if optimizer.centered else [])
+    elif kind is _optimizers.Adagrad:
+        spec.update(kind="adagrad", epsilon=optimizer.epsilon)
+        names = ["accumulator"]
+    else:
+        return None
+    spec["slots"] = [[optimizer._slots[name][i] for name in names] for i in indices]
+    return spec
+
+
+def _regularization(regularizer):
+    """(l1, l2) of an L1/L2/L1L2 regularizer; None for one the trainer does not know."""
+    if regularizer is None:
+        return 0.0, 0.0
+    if isinstance(regularizer, _regularizers.L1L2) and type(regularizer) in (
+            _regularizers.L1L2, _regularizers.L1, _regularizers.L2):
+        return float(regularizer.l1), float(regularizer.l2)
+    return None
+
+
+def _dense_chain(model):
+    """The Dense layers of a Flatten/Input + Dense* chain, or None."""
+    denses = []
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, InputLayer):
+            continue
+        if isinstance(layer, Flatten) and not denses:
+            continue
+        if type(layer) is not Dense or not layer.trainable or not layer.kernel.trainable:
+            return None
+        if layer.use_bias and not layer.bias.trainable:
+            return None
+        denses.append(layer)
+    return denses or None
+
+
+class FastFit:
+    """Runs fit epochs of a supported model through the compiled trainer."""
+
+    def __init__(self, model, trainer, metric, y_kind):
+        self.model = model
+        self.trainer = trainer
+        self.metric = metric
+        self.y_kind = y_kind
+        self._chunk = 1
+
+    @classmethod
+    def prepare(cls, model, x, y, batch_size):
+        """A FastFit for this model and data, or None when the Python path must be used."""
+        if _backend.backend_name() != "cnn_core" or np.dtype(model.dtype) != np.float32:
+            return None
+        denses = _dense_chain(model)
+        if denses is None or x.dtype != np.float32:
+            return None
+        loss = _loss_kind(model._loss_fn, denses[-1].activation)
+        if loss is None:
+            return None
+        metric = None
+        for m in model._metrics:
+            wanted = _METRIC_FOR_LOSS.get(loss)
+            if wanted is None or type(m) is not wanted or metric is not None:
+                return None
+            if wanted is _metrics.BinaryAccuracy and m.threshold != 0.5:
+                return None
+            metric = m
+        spec = _optimizer_spec(model.optimizer, model.trainable_variables)
+        if spec is None:
+            return None
+        layers = []
+        for dense in denses:
+            kernel_reg = _regularization(dense.kernel_regularizer)
+            bias_reg = _regularization(dense.bias_regularizer)
+            if kernel_reg is None or bias_reg is None:
+                return None
+            activation = dense.activation
+            if dense is denses[-1] and loss in ("sparse_softmax_ce", "softmax_ce"):
+                activation = "softmax"  # logits either way: the loss kernel applies it
+            elif dense is denses[-1] and loss == "sigmoid_bce":
+                activation = "sigmoid"
+            layers.append({
+                "kernel": dense.kernel.value,
+                "bias": dense.bias.value if dense.use_bias else None,
+                "activation": activation,
+                "param": dense._param,
+                "kernel_l1": kernel_reg[0], "kernel_l2": kernel_reg[1],
+                "bias_l1": bias_reg[0], "bias_l2": bias_reg[1],
+            })
+        from cnn_core._train import DenseChainTrainer
+
+        trainer = DenseChainTrainer(layers, loss, spec, int(batch_size))
+        return cls(model, trainer, metric, loss)
+
+    def _targets(self, y):
+        if self.y_kind == "sparse_softmax_ce":
+            y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+            return np.ascontiguousarray(y, dtype=np.int64)
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        return y.reshape(y.shape[0], -1)
+
+    def _learning_rates(self, first_iteration, steps):
+        optimizer = self.model.optimizer
+        lr = optimizer._learning_rate
+        if isinstance(lr, _schedules.LearningRateSchedule):
+            return np.array([float(lr(first_iteration + s)) for s in range(steps)])
+        if callable(lr):
+            return np.array([float(lr()) for _ in range(steps)])
+        return np.full(steps, float(lr))
+
+    def run_epoch(self, x, y, batch_size, shuffle, callbacks, batch_hooks, exact_batch_hooks):
+        """One epoch (same batches, in the same order, as the Python path would take)."""
+        model = self.model
+        optimizer = model.optimizer
+        num_samples = x.shape[0]
+        x2 = x.reshape(num_samples, -1)
+        y2 = self._targets(y)
+        order = get_rng().permutation(num_samples) if shuffle else np.arange(num_samples)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        steps = -(-num_samples // batch_size)
+        step = 0
+        while step < steps:
+            chunk = 1 if exact_batch_hooks else min(self._chunk, steps - step)
+            if exact_batch_hooks:
+                callbacks.on_train_batch_begin(step)
+            lrs = self._learning_rates(optimizer.iterations, chunk)
+            started = time.perf_counter()
+            loss_sum, correct, compared, seen = self.trainer.run(
+                x2, y2, order, step * batch_size, chunk, lrs, optimizer.iterations)
+            elapsed = time.perf_counter() - started
+            optimizer.iterations = optimizer.iterations + chunk
+            model._loss_sum += loss_sum
+            model._loss_count += seen
+            if self.metric is not None:
+                self.metric._add_counts(correct, compared, y2.shape[1] if y2.ndim == 2 else 1)
+            step += chunk
+            if not exact_batch_hooks:
+                # Grow or shrink chunks toward ~50 ms of work between progress updates.
+                per_step = elapsed / chunk
+                self._chunk = max(1, min(4096, int(_CHUNK_SECONDS / max(per_step, 1e-6))))
+            if batch_hooks:
+                callbacks.on_train_batch_end(step - 1, model._logs())
+            if model.stop_training:
+                break

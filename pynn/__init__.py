@@ -2,3 +2,7 @@
 __version__ = "0.1.0"
 
 from pynn.backend import set_backend, get_backend
+from pynn.variables import Variable
+from pynn import activations, initializers, regularizers, utils, layers, models
+from pynn.models import Model, Sequential
+from pynn import losses, metrics, optimizers, callbacks, datasets

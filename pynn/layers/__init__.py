@@ -1,0 +1,34 @@
+"""Layers with Keras 3 names (one per file)."""
+from pynn.layers.base import Layer
+from pynn.layers.input_layer import Input, InputLayer, KerasTensor
+from pynn.layers.dense import Dense
+from pynn.layers.flatten import Flatten
+from pynn.layers.dropout import Dropout
+from pynn.layers.activation import Activation
+from pynn.layers.relu import ReLU
+from pynn.layers.leaky_relu import LeakyReLU
+from pynn.layers.softmax import Softmax
+from pynn.layers.reshape import Reshape
+
+_LAYER_CLASSES = {cls.__name__: cls for cls in (
+    InputLayer, Dense, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax, Reshape)}
+
+
+def serialize(layer):
+    """``{"class_name", "config"}`` for a layer (Keras' layout)."""
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def deserialize(config, custom_objects=None):
+    """A layer from ``serialize``'s dict."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ValueError(f"cannot deserialize a layer from {config!r}")
+    name = config["class_name"]
+    cls = (custom_objects or {}).get(name) or _LAYER_CLASSES.get(name)
+    if cls is None:
+        raise ValueError(f"unknown layer class {name!r}; known: {sorted(_LAYER_CLASSES)}")
+    return cls.from_config(dict(config.get("config") or {}))
+
+
+__all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Flatten", "Dropout",
+           "Activation", "ReLU", "LeakyReLU", "Softmax", "Reshape", "serialize", "deserialize"]

@@ -8,6 +8,17 @@ __version__ = "0.1.0"
 from cnn_core._threads import set_num_threads, get_num_threads, has_openmp
 from cnn_core._gemm import gemm
 from cnn_core._dense import dense_forward, dense_backward
+from cnn_core._activations import activation_forward, activation_backward
+from cnn_core._losses import (
+    softmax_cross_entropy_sparse,
+    softmax_cross_entropy,
+    mean_squared_error,
+    mean_absolute_error,
+    binary_cross_entropy_logits,
+    binary_cross_entropy,
+)
+from cnn_core._optim import sgd_update, adam_update, rmsprop_update, adagrad_update
+from cnn_core._reductions import sum_of_squares
 from cnn_core import _gemm
 
 

@@ -142,6 +142,8 @@ class FastFit:
     @classmethod
     def prepare(cls, model, x, y, batch_size):
         """A FastFit for this model and data, or None when the Python path must be used."""
+        if not getattr(model, "jit_compile", True):
+            return None
         if _backend.backend_name() != "cnn_core" or np.dtype(model.dtype) != np.float32:
             return None
         denses = _dense_chain(model)

@@ -354,8 +354,10 @@ class Model:
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None,
                 weighted_metrics=None, run_eagerly=False, steps_per_execution=1,
                 jit_compile="auto", auto_scale_loss=True):
-        """Configure training (Keras 3 signature; the last four arguments are accepted and
-        ignored: pynn always runs its own compiled kernels)."""
+        """Configure training (Keras 3 signature). ``jit_compile``: "auto"/True lets ``fit`` run
+        supported models (dense chains) in the compiled training loop; False keeps the
+        per-layer Python loop (same results; useful to debug or to step into layers).
+        run_eagerly, steps_per_execution and auto_scale_loss are accepted and ignored."""
         from pynn import losses as _losses
         from pynn import metrics as _metrics
         from pynn import optimizers as _optimizers
@@ -376,6 +378,7 @@ class Model:
         self._metrics = [_metrics.get(m, loss=self._loss_fn if self._loss_fn is not None
                                       else None) for m in self._metric_ids]
         self._metrics_resolved_with_shapes = False
+        self.jit_compile = jit_compile is not False and not run_eagerly
         self._compile_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
         self.compiled = True
         self.stop_training = False
@@ -561,7 +564,8 @@ class Model:
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
             validation_batch_size=None, validation_freq=1):
         """Train for ``epochs`` epochs (Keras 3 semantics); returns the History."""
-        from pynn.callbacks import CallbackList, History
+        from pynn.callbacks import CallbackList, History, ProgbarLogger
+        from pynn.models.fast_path import FastFit
 
         self._assert_compiled("fit")
         if class_weight is not None or sample_weight is not None:
@@ -603,6 +607,11 @@ class Model:
                                                      "on_train_batch_end", "on_batch_begin",
                                                      "on_batch_end"))
         self.stop_training = False
+        # Dense chains with a supported loss/optimizer train in compiled code (fast_path.py).
+        self._fast_fit = FastFit.prepare(self, x, y, batch_size)
+        self._exact_batch_hooks = _overrides_any(
+            callback_list, ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin",
+                            "on_batch_end"), ignore=(ProgbarLogger, History))
         callback_list.on_train_begin()
         epoch_logs = {}
         for epoch in range(int(initial_epoch), int(epochs)):
@@ -617,6 +626,7 @@ class Model:
             callback_list.on_epoch_end(epoch, epoch_logs)
             if self.stop_training:
                 break
+        self._fast_fit = None  # drop the compiled loop's batch buffers
         callback_list.on_train_end(epoch_logs)
         history = next((cb for cb in callback_list.callbacks if isinstance(cb, History)), None)
         if history is not None:
@@ -638,6 +648,11 @@ class Model:
         x, y: validated, C-contiguous arrays of the model dtype / prepared targets. Batches are
         gathered with ``np.take`` into buffers reused for every full batch.
         """
+        fast = getattr(self, "_fast_fit", None)
+        if fast is not None:
+            fast.run_epoch(x, y, batch_size, shuffle, callbacks, batch_hooks,
+                           self._exact_batch_hooks)
+            return self._loss_sum / max(self._loss_count, 1)
         num_samples = x.shape[0]
         order = get_rng().permutation(num_samples) if shuffle else None
         for step, start in enumerate(range(0, num_samples, batch_size)):
@@ -899,12 +914,14 @@ class Model:
         return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
 
 
-def _overrides_any(callback_list, hooks):
-    """True when some callback does something in one of ``hooks`` (else the loop skips them,
-    saving the per-batch logs dict)."""
+def _overrides_any(callback_list, hooks, ignore=()):
+    """True when some callback (not of a type in ``ignore``) does something in one of ``hooks``
+    (else the loop skips them, saving the per-batch logs dict)."""
     from pynn.callbacks import Callback
 
     for callback in getattr(callback_list, "callbacks", [callback_list]):
+        if isinstance(callback, ignore):
+            continue
         for hook in hooks:
             method = getattr(type(callback), hook, None)
             if method is not None and method is not getattr(Callback, hook, None):

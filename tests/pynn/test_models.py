@@ -286,6 +286,7 @@ def test_fused_softmax_cross_entropy_path_is_used():
         return original_plain(*args, **kwargs)
 
     loss_fn.loss_and_grad_from_logits, loss_fn.loss_and_grad = fused, plain
+    model.jit_compile = False  # the per-layer Python loop, whose loss calls we count
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert calls == {"fused": 4, "plain": 0}
 
@@ -385,6 +386,7 @@ def test_frozen_layer_is_not_updated():
 def test_training_loop_reuses_buffers():
     x, y = two_moons(n=64)
     model = small_classifier()
+    model.jit_compile = False  # the per-layer Python loop and its buffers
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     first = model.layers[0]._buffers["a", (16, 16)]
     keys = set(model._buffers)

@@ -1,0 +1,87 @@
+"""Deterministic reductions used by training (clipnorm / global_clipnorm).
+
+The summation tree is fixed by the data size alone: chunks of SUM_CHUNK elements, each summed
+with four interleaved float64 accumulators (combined in a fixed order), then the chunk sums
+added serially in index order. Threads only decide who computes which chunk.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+
+from cnn_core._typedefs cimport floating, intp_t
+from cnn_core._threads cimport threads_for_elements
+from cnn_core import _checks
+
+cnp.import_array()
+
+cdef enum:
+    SUM_CHUNK = 4096
+
+
+cdef inline double _chunk_sum_of_squares(const floating *x, intp_t n) noexcept nogil:
+    # Four accumulators break the add latency chain (an ordered sum cannot be vectorised
+    # without -ffast-math); their order is part of the fixed summation tree.
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, v
+    cdef intp_t i = 0
+    cdef intp_t n4 = n - n % 4
+    while i < n4:
+        v = x[i]
+        s0 += v * v
+        v = x[i + 1]
+        s1 += v * v
+        v = x[i + 2]
+        s2 += v * v
+        v = x[i + 3]
+        s3 += v * v
+        i += 4
+    while i < n:
+        v = x[i]
+        s0 += v * v
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef double sum_of_squares_raw(const floating *x, intp_t n, int num_threads) noexcept nogil:
+    cdef intp_t chunks = (n + SUM_CHUNK - 1) // SUM_CHUNK
+    cdef double *partial = <double *>malloc(chunks * sizeof(double))
+    cdef double total = 0.0
+    cdef intp_t c, start, length, k, k_start
+    if partial == NULL:
+        # No workspace: the same chunks summed in the same order, serially (same bits).
+        for k in range(chunks):
+            k_start = k * SUM_CHUNK
+            total += _chunk_sum_of_squares(x + k_start, min(n - k_start, <intp_t>SUM_CHUNK))
+        return total
+    for c in prange(chunks, schedule='static', num_threads=num_threads):
+        start = c * SUM_CHUNK
+        length = n - start
+        if length > SUM_CHUNK:
+            length = SUM_CHUNK
+        partial[c] = _chunk_sum_of_squares(x + start, length)
+    for k in range(chunks):
+        total += partial[k]
+    free(partial)
+    return total
+
+
+def sum_of_squares(x):
+    """``sum(x**2)`` as a Python float, accumulated in float64 in a fixed order.
+
+    x: any shape, float32 or float64, not empty (a strided view is copied first).
+    Used for clipnorm / global_clipnorm.
+    """
+    _checks.check_array(x, "x")
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    cdef intp_t n = x.size
+    cdef int nthreads = threads_for_elements(n)
+    cdef void *x_ptr = cnp.PyArray_DATA(x)
+    cdef double total
+    if x.dtype == np.float32:
+        with nogil:
+            total = sum_of_squares_raw[float](<float *>x_ptr, n, nthreads)
+    else:
+        with nogil:
+            total = sum_of_squares_raw[double](<double *>x_ptr, n, nthreads)
+    return float(total)

@@ -1,0 +1,171 @@
+"""Activations: forward and backward against the NumPy reference, finite differences, extreme
+inputs, bitwise determinism across thread counts, and input validation."""
+import numpy as np
+import pytest
+
+import cnn_core
+import pynn.reference as ref
+
+ACTIVATIONS = ["identity", "linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus",
+               "gelu", "softmax", "log_softmax"]
+ROW_WISE = ("softmax", "log_softmax")
+SHAPES = [(1, 1), (1, 7), (7, 1), (33, 65), (128, 10), (3, 5000), (4, 5, 6), (9,)]
+DTYPES = [np.float32, np.float64]
+# float32: a few ulps of each result (libm expf/erff vs NumPy), relative to values of order 1.
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+ATOL = {np.float32: 1e-6, np.float64: 1e-14}
+
+
+def _close(got, want, dtype):
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
+def _with_threads(n, fn):
+    """fn() run with n threads (the conftest fixture restores the count afterwards)."""
+    cnn_core.set_num_threads(n)
+    return fn()
+
+
+def _inputs(rng, shape, dtype, scale=3.0):
+    z = (scale * rng.standard_normal(shape)).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    return z, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_forward_and_backward_match_reference(dtype, activation, shape):
+    rng = np.random.default_rng(sum(shape))
+    z, g = _inputs(rng, shape, dtype)
+    a = cnn_core.activation_forward(z, activation)
+    _close(a, ref.activation_forward(z, activation), dtype)
+    # Feed both backwards the same a (the reference's) so only the backward is compared.
+    a_ref = ref.activation_forward(z, activation)
+    dz = cnn_core.activation_backward(g, z, a_ref, activation)
+    _close(dz, ref.activation_backward(g, z, a_ref, activation), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation,param", [("leaky_relu", 0.01), ("leaky_relu", 1.5),
+                                              ("elu", 0.5), ("elu", 2.0)])
+def test_param(dtype, activation, param):
+    rng = np.random.default_rng(1)
+    z, g = _inputs(rng, (17, 19), dtype)
+    a = cnn_core.activation_forward(z, activation, param=param)
+    _close(a, ref.activation_forward(z, activation, param=param), dtype)
+    _close(cnn_core.activation_backward(g, z, a, activation, param=param),
+           ref.activation_backward(g, z, a, activation, param=param), dtype)
+    default = cnn_core.activation_forward(z, activation)
+    assert not np.array_equal(a, default)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_out_buffers_and_in_place(dtype, activation):
+    rng = np.random.default_rng(2)
+    z, g = _inputs(rng, (6, 11), dtype)
+    want_a = ref.activation_forward(z, activation)
+    want_dz = ref.activation_backward(g, z, want_a, activation)
+    out = np.full_like(z, np.nan)
+    assert cnn_core.activation_forward(z, activation, out=out) is out
+    _close(out, want_a, dtype)
+    x = z.copy()
+    assert cnn_core.activation_forward(x, activation, out=x) is x  # in place
+    _close(x, want_a, dtype)
+    g2 = g.copy()
+    assert cnn_core.activation_backward(g2, z, want_a, activation, out=g2) is g2
+    _close(g2, want_dz, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_extreme_inputs_stay_finite(dtype, activation):
+    z = np.array([[-1000.0, 1000.0, 0.0, 999.0], [1000.0, 1000.0, -1000.0, 88.0],
+                  [-1000.0, -1000.0, -999.5, -1000.0]], dtype=dtype)
+    a = cnn_core.activation_forward(z, activation)
+    assert np.all(np.isfinite(a)), a
+    _close(a, ref.activation_forward(z, activation), dtype)
+    dz = cnn_core.activation_backward(np.ones_like(z), z, a, activation)
+    assert np.all(np.isfinite(dz)), dz
+    if activation == "softmax":
+        np.testing.assert_allclose(a.sum(axis=-1), 1, rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_finite_difference_backward_float64(activation):
+    """activation_backward equals central differences of L = sum(g * f(z))."""
+    rng = np.random.default_rng(3)
+    z, g = _inputs(rng, (3, 5), np.float64, scale=1.5)
+    z[np.abs(z) < 0.05] += 0.2  # keep relu/leaky_relu/elu away from their kink
+    a = cnn_core.activation_forward(z, activation)
+    dz = cnn_core.activation_backward(g, z, a, activation)
+    h = 1e-6
+    numeric = np.empty_like(z)
+    for idx in np.ndindex(z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[idx] += h
+        zm[idx] -= h
+        numeric[idx] = (np.sum(g * cnn_core.activation_forward(zp, activation))
+                        - np.sum(g * cnn_core.activation_forward(zm, activation))) / (2 * h)
+    np.testing.assert_allclose(dz, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_dim_input_elementwise(dtype):
+    z = np.array(-0.5, dtype=dtype)
+    a = cnn_core.activation_forward(z, "elu")
+    assert a.shape == ()
+    _close(a, ref.activation_forward(z, "elu"), dtype)
+    with pytest.raises(ValueError):
+        cnn_core.activation_forward(z, "softmax")
+
+
+@pytest.mark.parametrize("activation", ["gelu", "softmax", "log_softmax", "sigmoid", "elu"])
+def test_bitwise_identical_for_any_thread_count(activation):
+    rng = np.random.default_rng(4)
+    z, g = _inputs(rng, (256, 1200), np.float32)  # 307k elements: several threads' worth
+    a = cnn_core.activation_forward(z, activation)
+
+    def run():
+        return (cnn_core.activation_forward(z, activation).tobytes(),
+                cnn_core.activation_backward(g, z, a, activation).tobytes())
+
+    first = _with_threads(1, run)
+    for n in (2, 3):
+        assert _with_threads(n, run) == first
+
+
+def test_bad_inputs():
+    x = np.ones((4, 5), np.float32)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        cnn_core.activation_forward(np.ones((4, 5), np.int32), "relu")
+    with pytest.raises(TypeError):
+        cnn_core.activation_forward(x.astype(np.float16), "relu")
+    with pytest.raises(TypeError):
+        cnn_core.activation_forward(x.tolist(), "relu")
+    with pytest.raises(ValueError, match="unknown activation 'swish2'"):
+        cnn_core.activation_forward(x, "swish2")
+    with pytest.raises(ValueError, match="empty"):
+        cnn_core.activation_forward(np.ones((0, 5), np.float32), "relu")
+    with pytest.raises(ValueError, match="contiguous"):
+        cnn_core.activation_forward(np.ones((5, 4), np.float32).T, "relu")
+    with pytest.raises(ValueError, match=r"\(4, 6\).*\(4, 5\)"):
+        cnn_core.activation_forward(x, "relu", out=np.ones((4, 6), np.float32))
+    with pytest.raises(TypeError):
+        cnn_core.activation_forward(x, "relu", out=np.ones((4, 5), np.float64))
+    with pytest.raises(ValueError, match="read-only"):
+        ro = np.ones((4, 5), np.float32)
+        ro.flags.writeable = False
+        cnn_core.activation_forward(x, "relu", out=ro)
+    with pytest.raises(ValueError, match=r"\(4, 4\).*\(4, 5\)"):
+        cnn_core.activation_backward(x, np.ones((4, 4), np.float32), x, "relu")
+    with pytest.raises(ValueError, match=r"\(5,\).*\(4, 5\)"):
+        cnn_core.activation_backward(x, x, np.ones(5, np.float32), "tanh")
+    with pytest.raises(TypeError, match="float64"):
+        cnn_core.activation_backward(x, x.astype(np.float64), x, "tanh")
+    with pytest.raises(ValueError, match="contiguous"):
+        cnn_core.activation_backward(x, x, np.ones((5, 4), np.float32).T, "softmax")
+    with pytest.raises(ValueError, match="finite"):
+        cnn_core.activation_forward(x, "leaky_relu", param=float("nan"))

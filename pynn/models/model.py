@@ -923,7 +923,10 @@ def _overrides_any(callback_list, hooks, ignore=()):
         if isinstance(callback, ignore):
             continue
         for hook in hooks:
-            method = getattr(type(callback), hook, None)
+            # Bound methods compare by their function; a function set on the instance
+            # (LambdaCallback) has no __func__ and always counts.
+            method = getattr(callback, hook, None)
+            method = getattr(method, "__func__", method)
             if method is not None and method is not getattr(Callback, hook, None):
                 return True
     return False

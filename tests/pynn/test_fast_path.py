@@ -1,0 +1,225 @@
+"""The compiled fit loop (pynn/models/fast_path.py, cnn_core/_train.pyx) against the per-layer
+Python loop: same batches, same kernels, so the same weights; thread-count independence; no
+allocation while training."""
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import cnn_core
+import pynn
+from pynn import layers
+from pynn.models.fast_path import FastFit
+
+
+@pytest.fixture(autouse=True)
+def _compiled_backend():
+    pynn.set_backend("cnn_core")
+    yield
+
+
+def _data(n=300, features=20, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, features)).astype(np.float32)
+    labels = (np.abs(x[:, :classes]).argmax(axis=1)).astype(np.int64)
+    return x, labels
+
+
+def _model(loss, optimizer, activation="relu", out_activation="softmax", outputs=4,
+           regularizer=None, seed=3, hidden=(16, 8), metrics=("accuracy",)):
+    pynn.utils.set_random_seed(seed)
+    model = pynn.Sequential(
+        [layers.Input(shape=(20,))]
+        + [layers.Dense(h, activation=activation, kernel_regularizer=regularizer,
+                        bias_regularizer=regularizer) for h in hidden]
+        + [layers.Dense(outputs, activation=out_activation)]
+    )
+    opt = pynn.optimizers.get(optimizer) if isinstance(optimizer, (str, dict)) else optimizer
+    model.compile(optimizer=opt, loss=loss, metrics=list(metrics))
+    return model
+
+
+def _targets(loss, labels, outputs=4):
+    if loss == "sparse_categorical_crossentropy":
+        return labels
+    if loss == "categorical_crossentropy":
+        return np.eye(outputs, dtype=np.float32)[labels]
+    if loss == "binary_crossentropy":
+        return (np.eye(outputs, dtype=np.float32)[labels])
+    return np.eye(outputs, dtype=np.float32)[labels] * 2 - 1
+
+
+def _train_both_ways(make_model, x, y, epochs=2, batch_size=32, **fit_kwargs):
+    """(compiled-loop model, Python-loop model, their histories), from the same seed."""
+    results = []
+    for jit in (True, False):
+        model = make_model()
+        model.jit_compile = jit
+        pynn.utils.set_random_seed(11)
+        history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, **fit_kwargs)
+        results += [model, history.history]
+    return results
+
+
+OPTIMIZERS = [
+    "adam",
+    {"class_name": "SGD", "config": {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}},
+    "sgd",
+    {"class_name": "RMSprop", "config": {"momentum": 0.5, "centered": True}},
+    "rmsprop",
+    "adagrad",
+    {"class_name": "AdamW", "config": {"weight_decay": 0.01}},
+    {"class_name": "Adam", "config": {"clipnorm": 0.1}},
+    {"class_name": "Adam", "config": {"global_clipnorm": 0.1}},
+    {"class_name": "SGD", "config": {"clipvalue": 0.01}},
+]
+LOSSES = [
+    ("sparse_categorical_crossentropy", "softmax"),
+    ("categorical_crossentropy", "softmax"),
+    ("binary_crossentropy", "sigmoid"),
+    ("mse", "tanh"),
+    ("mae", "linear"),
+]
+
+
+@pytest.mark.parametrize("loss, out_activation", LOSSES, ids=[l for l, _ in LOSSES])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS, ids=lambda o: str(o)[:40])
+def test_compiled_loop_equals_python_loop(loss, out_activation, optimizer):
+    x, labels = _data()
+    y = _targets(loss, labels)
+    metrics = ("accuracy",) if "crossentropy" in loss else ()
+
+    def make():
+        return _model(loss, optimizer, out_activation=out_activation, metrics=metrics)
+
+    probe = make()
+    assert FastFit.prepare(probe, probe._prepare_x(x), probe._prepare_y(y, len(x)), 32) \
+        is not None, "this configuration should take the compiled loop"
+    fast, fast_hist, slow, slow_hist = _train_both_ways(make, x, y)
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for key in slow_hist:
+        np.testing.assert_allclose(fast_hist[key], slow_hist[key], rtol=1e-5)
+
+
+def test_without_regularizers_the_two_loops_are_bitwise_equal():
+    x, labels = _data()
+    fast, _, slow, _ = _train_both_ways(
+        lambda: _model("sparse_categorical_crossentropy", "adam"), x, labels, epochs=3)
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "sigmoid", "tanh",
+                                        "softplus", "gelu", "linear"])
+def test_every_hidden_activation(activation):
+    x, labels = _data()
+    fast, _, slow, _ = _train_both_ways(
+        lambda: _model("sparse_categorical_crossentropy", "adam", activation=activation), x,
+        labels)
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_regularizers_and_from_logits():
+    x, labels = _data()
+
+    def make():
+        model = _model("sparse_categorical_crossentropy", "adam", out_activation="linear",
+                       regularizer=pynn.regularizers.l1_l2(1e-3, 1e-3))
+        model.compile(optimizer="adam",
+                      loss=pynn.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+
+    fast, fast_hist, slow, slow_hist = _train_both_ways(make, x, labels, validation_split=0.2)
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast_hist["loss"], slow_hist["loss"], rtol=1e-5)
+    np.testing.assert_allclose(fast_hist["val_accuracy"], slow_hist["val_accuracy"])
+
+
+def test_learning_rate_schedule_is_followed_per_step():
+    x, labels = _data()
+    schedule = pynn.optimizers.schedules.ExponentialDecay(0.01, decay_steps=3, decay_rate=0.5)
+    fast, _, slow, _ = _train_both_ways(
+        lambda: _model("sparse_categorical_crossentropy", pynn.optimizers.Adam(schedule)), x,
+        labels)
+    assert fast.optimizer.iterations == slow.optimizer.iterations == 20
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("unsupported", ["dropout", "amsgrad", "extra_metric", "numpy_backend"])
+def test_unsupported_models_take_the_python_loop(unsupported):
+    x, labels = _data()
+    model = _model("sparse_categorical_crossentropy", "adam")
+    if unsupported == "dropout":
+        model = pynn.Sequential([layers.Input(shape=(20,)), layers.Dense(8),
+                                 layers.Dropout(0.5), layers.Dense(4, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    elif unsupported == "amsgrad":
+        model.compile(optimizer=pynn.optimizers.Adam(amsgrad=True),
+                      loss="sparse_categorical_crossentropy")
+    elif unsupported == "extra_metric":
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy", "sparse_top_k_categorical_accuracy"])
+    else:
+        pynn.set_backend("numpy")
+    xs, ys = model._prepare_x(x), model._prepare_y(labels, len(x))
+    assert FastFit.prepare(model, xs, ys, 32) is None
+    history = model.fit(x, labels, epochs=1, verbose=0)  # and the Python loop trains it
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_batch_callbacks_see_every_batch():
+    x, labels = _data(n=100)
+    seen = []
+    model = _model("sparse_categorical_crossentropy", "adam")
+    cb = pynn.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(b))
+    model.fit(x, labels, batch_size=10, epochs=2, verbose=0, callbacks=[cb])
+    assert seen == list(range(10)) * 2
+
+
+def test_same_bits_for_any_thread_count():
+    x, labels = _data(n=2048, seed=5)
+    x = np.repeat(x, 20, axis=1)[:, :20]  # keep 20 features
+    weights = []
+    for threads in (1, 2, 3):
+        cnn_core.set_num_threads(threads)
+        pynn.utils.set_random_seed(0)
+        model = pynn.Sequential([layers.Input(shape=(20,)),
+                                 layers.Dense(256, activation="relu"),
+                                 layers.Dense(128, activation="tanh"),
+                                 layers.Dense(4, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x, labels, batch_size=256, epochs=2, verbose=0)
+        weights.append(b"".join(w.tobytes() for w in model.get_weights()))
+    assert weights[0] == weights[1] == weights[2]
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_no_allocation_over_10000_steps():
+    x, labels = _data(n=320)
+    model = _model("sparse_categorical_crossentropy", "adam", hidden=(64,))
+    model.fit(x, labels, batch_size=32, epochs=1, verbose=0)  # warm: workspaces sized once
+    xs, ys = model._prepare_x(x), model._prepare_y(labels, len(x))
+    fast = FastFit.prepare(model, xs, ys, 32)
+    order = np.arange(len(x), dtype=np.int64)
+    lrs = np.full(10, 1e-3)
+    fast.trainer.run(xs, ys, order, 0, 10, lrs, 1)
+    tracemalloc.start()
+    rss_before = _rss_bytes()
+    for i in range(1000):  # 1000 calls x 10 steps = 10,000 training steps
+        fast.trainer.run(xs, ys, order, 0, 10, lrs, 1 + 10 * i)
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_growth = _rss_bytes() - rss_before
+    assert peak < 64 * 1024, f"{peak} bytes traced while training"
+    assert rss_growth < 1024 * 1024, f"RSS grew by {rss_growth} bytes over 10,000 steps"

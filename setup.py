@@ -76,8 +76,9 @@ def extensions():
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # -O3 for the loops; -fno-math-errno lets sqrt/exp vectorise. No -ffast-math:
         # it would reorder reductions and break bitwise reproducibility and NaN checks.
+        # -ffp-contract=off: a target clone with FMA must round like the baseline one.
         # -g0 and a stripped link: Python's default -g makes each module ~5x larger.
-        extra_compile_args=["-O3", "-g0", "-fno-math-errno", "-std=gnu11",
+        extra_compile_args=["-O3", "-g0", "-fno-math-errno", "-ffp-contract=off", "-std=gnu11",
                             "-Wno-unused-function"],
         extra_link_args=["-Wl,--strip-debug"],
     )

@@ -11,7 +11,6 @@ import math
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport sqrt, sqrtf
 
 from cnn_core._typedefs cimport floating, intp_t
 from cnn_core._threads cimport threads_for_elements
@@ -19,24 +18,34 @@ from cnn_core import _checks
 
 cnp.import_array()
 
+# The per-chunk loops are C (include/optim_math.h), compiled per instruction set.
+cdef extern from "optim_math.h" nogil:
+    void cnn_sgd_chunk_f32(float *param, const float *grad, float *velocity, intp_t n,
+                           float lr, float momentum, int nesterov, float decay)
+    void cnn_sgd_chunk_f64(double *param, const double *grad, double *velocity, intp_t n,
+                           double lr, double momentum, int nesterov, double decay)
+    void cnn_adam_chunk_f32(float *param, const float *grad, float *m, float *v, intp_t n,
+                            float lr_t, float one_minus_b1, float one_minus_b2, float eps,
+                            float decay)
+    void cnn_adam_chunk_f64(double *param, const double *grad, double *m, double *v, intp_t n,
+                            double lr_t, double one_minus_b1, double one_minus_b2, double eps,
+                            double decay)
+    void cnn_rmsprop_chunk_f32(float *param, const float *grad, float *velocity,
+                               float *momentum_buf, float *average_grad, intp_t n, float lr,
+                               float rho, float one_minus_rho, float momentum, float eps,
+                               float decay)
+    void cnn_rmsprop_chunk_f64(double *param, const double *grad, double *velocity,
+                               double *momentum_buf, double *average_grad, intp_t n, double lr,
+                               double rho, double one_minus_rho, double momentum, double eps,
+                               double decay)
+    void cnn_adagrad_chunk_f32(float *param, const float *grad, float *accumulator, intp_t n,
+                               float lr, float eps, float decay)
+    void cnn_adagrad_chunk_f64(double *param, const double *grad, double *accumulator,
+                               intp_t n, double lr, double eps, double decay)
+
 # Elements per parallel work item: 4096 float64 of each of up to five arrays stay in L2.
 cdef enum:
     OPTIM_CHUNK = 4096
-
-
-cdef inline floating _sqrt(floating x) noexcept nogil:
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
-cdef inline void _weight_decay(floating *param, intp_t n, floating decay) noexcept nogil:
-    # decoupled (AdamW): param -= lr * weight_decay * param, before the step
-    cdef intp_t i
-    if decay != 0:
-        for i in range(n):
-            param[i] = param[i] - decay * param[i]
 
 
 cdef inline intp_t _chunk_length(intp_t n, intp_t start) noexcept nogil:
@@ -49,23 +58,10 @@ cdef inline intp_t _chunk_length(intp_t n, intp_t start) noexcept nogil:
 cdef inline void _sgd_chunk(floating *param, const floating *grad, floating *velocity,
                             intp_t n, floating lr, floating momentum, bint nesterov,
                             floating decay) noexcept nogil:
-    cdef intp_t i
-    cdef floating v
-    _weight_decay(param, n, decay)
-    if velocity == NULL:
-        for i in range(n):
-            param[i] = param[i] - lr * grad[i]
-    elif nesterov:
-        for i in range(n):
-            v = momentum * velocity[i] - lr * grad[i]
-            velocity[i] = v
-            param[i] = param[i] + (momentum * v - lr * grad[i])
+    if floating is float:
+        cnn_sgd_chunk_f32(param, grad, velocity, n, lr, momentum, nesterov, decay)
     else:
-        for i in range(n):
-            v = momentum * velocity[i] - lr * grad[i]
-            velocity[i] = v
-            param[i] = param[i] + v
-
+        cnn_sgd_chunk_f64(param, grad, velocity, n, lr, momentum, nesterov, decay)
 
 cdef void sgd_raw(floating *param, const floating *grad, floating *velocity, intp_t n,
                   floating lr, floating momentum, bint nesterov, floating decay,
@@ -84,17 +80,10 @@ cdef void sgd_raw(floating *param, const floating *grad, floating *velocity, int
 cdef inline void _adam_chunk(floating *param, const floating *grad, floating *m, floating *v,
                              intp_t n, floating lr_t, floating one_minus_b1,
                              floating one_minus_b2, floating eps, floating decay) noexcept nogil:
-    cdef intp_t i
-    cdef floating g, mi, vi
-    _weight_decay(param, n, decay)
-    for i in range(n):
-        g = grad[i]
-        mi = m[i] + (g - m[i]) * one_minus_b1
-        vi = v[i] + (g * g - v[i]) * one_minus_b2
-        m[i] = mi
-        v[i] = vi
-        param[i] = param[i] - lr_t * mi / (_sqrt(vi) + eps)
-
+    if floating is float:
+        cnn_adam_chunk_f32(param, grad, m, v, n, lr_t, one_minus_b1, one_minus_b2, eps, decay)
+    else:
+        cnn_adam_chunk_f64(param, grad, m, v, n, lr_t, one_minus_b1, one_minus_b2, eps, decay)
 
 cdef void adam_raw(floating *param, const floating *grad, floating *m, floating *v, intp_t n,
                    floating lr_t, floating one_minus_b1, floating one_minus_b2, floating eps,
@@ -114,24 +103,12 @@ cdef inline void _rmsprop_chunk(floating *param, const floating *grad, floating 
                                 floating *momentum_buf, floating *average_grad, intp_t n,
                                 floating lr, floating rho, floating one_minus_rho,
                                 floating momentum, floating eps, floating decay) noexcept nogil:
-    cdef intp_t i
-    cdef floating g, vi, ag, inc
-    _weight_decay(param, n, decay)
-    for i in range(n):
-        g = grad[i]
-        vi = rho * velocity[i] + one_minus_rho * g * g
-        velocity[i] = vi
-        if average_grad != NULL:
-            ag = rho * average_grad[i] + one_minus_rho * g
-            average_grad[i] = ag
-            inc = lr * g / _sqrt(vi - ag * ag + eps)
-        else:
-            inc = lr * g / _sqrt(vi + eps)
-        if momentum_buf != NULL:
-            inc = momentum * momentum_buf[i] + inc
-            momentum_buf[i] = inc
-        param[i] = param[i] - inc
-
+    if floating is float:
+        cnn_rmsprop_chunk_f32(param, grad, velocity, momentum_buf, average_grad, n, lr, rho,
+                              one_minus_rho, momentum, eps, decay)
+    else:
+        cnn_rmsprop_chunk_f64(param, grad, velocity, momentum_buf, average_grad, n, lr, rho,
+                              one_minus_rho, momentum, eps, decay)
 
 cdef void rmsprop_raw(floating *param, const floating *grad, floating *velocity,
                       floating *momentum_buf, floating *average_grad, intp_t n, floating lr,
@@ -153,15 +130,10 @@ cdef void rmsprop_raw(floating *param, const floating *grad, floating *velocity,
 cdef inline void _adagrad_chunk(floating *param, const floating *grad, floating *accumulator,
                                 intp_t n, floating lr, floating eps,
                                 floating decay) noexcept nogil:
-    cdef intp_t i
-    cdef floating g, acc
-    _weight_decay(param, n, decay)
-    for i in range(n):
-        g = grad[i]
-        acc = accumulator[i] + g * g
-        accumulator[i] = acc
-        param[i] = param[i] - lr * g / _sqrt(acc + eps)
-
+    if floating is float:
+        cnn_adagrad_chunk_f32(param, grad, accumulator, n, lr, eps, decay)
+    else:
+        cnn_adagrad_chunk_f64(param, grad, accumulator, n, lr, eps, decay)
 
 cdef void adagrad_raw(floating *param, const floating *grad, floating *accumulator, intp_t n,
                       floating lr, floating eps, floating decay, int num_threads) noexcept nogil:

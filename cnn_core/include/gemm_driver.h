@@ -99,12 +99,17 @@ static inline void cnn_pack_b_panel_##N(const T *B, int64_t rs_b, int64_t cs_b, 
             for (int64_t j = n; j < nr; j++) dst[k * nr + j] = 0;                            \
         }                                                                                    \
     } else {                                                                                 \
-        for (int64_t j = 0; j < n; j++) {                                                    \
-            const T *src = B + j * cs_b;                                                     \
-            for (int64_t k = 0; k < kc; k++) dst[k * nr + j] = src[k * rs_b];                \
+        /* Transposed B, in blocks of 16 k: each source cache line is read whole, and the */ \
+        /* 16 destination rows it feeds stay in L1 (no 4 KiB-stride set conflicts).        */ \
+        for (int64_t k0 = 0; k0 < kc; k0 += 16) {                                            \
+            const int64_t k1 = cnn_min64(k0 + 16, kc);                                       \
+            for (int64_t j = 0; j < n; j++) {                                                \
+                const T *src = B + j * cs_b;                                                 \
+                for (int64_t k = k0; k < k1; k++) dst[k * nr + j] = src[k * rs_b];           \
+            }                                                                                \
+            for (int64_t k = k0; k < k1; k++)                                                \
+                for (int64_t j = n; j < nr; j++) dst[k * nr + j] = 0;                        \
         }                                                                                    \
-        for (int64_t j = n; j < nr; j++)                                                     \
-            for (int64_t k = 0; k < kc; k++) dst[k * nr + j] = 0;                            \
     }                                                                                        \
 }                                                                                            \
                                                                                              \

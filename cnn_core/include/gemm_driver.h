@@ -57,11 +57,14 @@ static void *cnn_gemm_workspace(size_t bytes) {
 
 #define CNN_DEFINE_GEMM(T, N)                                                                \
 typedef void (*cnn_ukr_##N##_t)(int64_t, const T *, const T *, int64_t, T *, int64_t, T, T);          \
+typedef void (*cnn_ukr_rows_##N##_t)(int, int64_t, const T *, const T *, int64_t, T *, int64_t, \
+                                     T, T);                                                  \
                                                                                              \
 typedef struct {                                                                             \
     int mr, nr;                                                                              \
     int64_t mb, kb, nb;                                                                      \
     cnn_ukr_##N##_t ukr;                                                                     \
+    cnn_ukr_rows_##N##_t ukr_rows; /* first m < mr rows of a tile, or NULL */                \
 } cnn_gemm_ctx_##N;                                                                          \
                                                                                              \
 typedef struct {                                                                             \
@@ -206,6 +209,8 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                             }                                                                \
                             if (m == mr && n == nr && cs_c == 1) {                           \
                                 ctx->ukr(kc, ap, bp, ldb, c, rs_c, alpha, beta_k);                \
+                            } else if (n == nr && cs_c == 1 && ctx->ukr_rows != NULL) {      \
+                                ctx->ukr_rows((int)m, kc, ap, bp, ldb, c, rs_c, alpha, beta_k); \
                             } else {                                                         \
                                 /* Edge tile: same kernel into a scratch tile, then the */   \
                                 /* same alpha/beta arithmetic as the kernel's write-back. */ \
@@ -233,9 +238,9 @@ CNN_DEFINE_GEMM(double, f64)
 
 /* The kernel family in use, chosen once by cnn_gemm_select(). */
 static cnn_gemm_ctx_f32 cnn_ctx_f32 = {CNN_REF_F32_MR, CNN_REF_F32_NR, CNN_F32_MB, CNN_F32_KB,
-                                       CNN_F32_NB, cnn_ukr_ref_f32};
+                                       CNN_F32_NB, cnn_ukr_ref_f32, NULL};
 static cnn_gemm_ctx_f64 cnn_ctx_f64 = {CNN_REF_F64_MR, CNN_REF_F64_NR, CNN_F64_MB, CNN_F64_KB,
-                                       CNN_F64_NB, cnn_ukr_ref_f64};
+                                       CNN_F64_NB, cnn_ukr_ref_f64, NULL};
 static int cnn_kernel_in_use = CNN_KERNEL_REFERENCE;
 
 /* Selects min(requested, what the CPU has); requested < 0 means the best. Returns the choice. */
@@ -246,21 +251,27 @@ static int cnn_gemm_select(int requested) {
     if (level == CNN_KERNEL_AVX512) {
         cnn_ctx_f32.mr = CNN_AVX512_F32_MR; cnn_ctx_f32.nr = CNN_AVX512_F32_NR;
         cnn_ctx_f32.ukr = cnn_ukr_avx512_f32;
+        cnn_ctx_f32.ukr_rows = cnn_ukr_avx512_f32_rows;
         cnn_ctx_f64.mr = CNN_AVX512_F64_MR; cnn_ctx_f64.nr = CNN_AVX512_F64_NR;
         cnn_ctx_f64.ukr = cnn_ukr_avx512_f64;
+        cnn_ctx_f64.ukr_rows = cnn_ukr_avx512_f64_rows;
     } else if (level == CNN_KERNEL_AVX2) {
         cnn_ctx_f32.mr = CNN_AVX2_F32_MR; cnn_ctx_f32.nr = CNN_AVX2_F32_NR;
         cnn_ctx_f32.ukr = cnn_ukr_avx2_f32;
+        cnn_ctx_f32.ukr_rows = NULL;
         cnn_ctx_f64.mr = CNN_AVX2_F64_MR; cnn_ctx_f64.nr = CNN_AVX2_F64_NR;
         cnn_ctx_f64.ukr = cnn_ukr_avx2_f64;
+        cnn_ctx_f64.ukr_rows = NULL;
     } else
 #endif
     {
         level = CNN_KERNEL_REFERENCE;
         cnn_ctx_f32.mr = CNN_REF_F32_MR; cnn_ctx_f32.nr = CNN_REF_F32_NR;
         cnn_ctx_f32.ukr = cnn_ukr_ref_f32;
+        cnn_ctx_f32.ukr_rows = NULL;
         cnn_ctx_f64.mr = CNN_REF_F64_MR; cnn_ctx_f64.nr = CNN_REF_F64_NR;
         cnn_ctx_f64.ukr = cnn_ukr_ref_f64;
+        cnn_ctx_f64.ukr_rows = NULL;
     }
     cnn_kernel_in_use = level;
     return level;

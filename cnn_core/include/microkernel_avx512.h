@@ -1,5 +1,6 @@
 /* AVX-512 micro-kernels (same contract as microkernel_ref.h).
- * f32: 8 x 32 tile, f64: 8 x 16 tile; two vectors of B per row of C, 16 accumulators.
+ * f32: 8 x 32 tile, f64: 8 x 16 tile; two vectors of B per row of C, 16 accumulators;
+ * plus variants for the first 1..7 rows of a tile (CNN_AVX512_*_MR must be 8).
  * Compiled for AVX-512 through the target attribute only; called only when the CPU has it. */
 #ifndef CNN_MICROKERNEL_AVX512_H
 #define CNN_MICROKERNEL_AVX512_H
@@ -10,43 +11,77 @@
 
 #define CNN_AVX512_TARGET __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
 
-/* V: vector type, SFX: intrinsic suffix (ps/pd), W: lanes. */
-#define CNN_DEFINE_AVX512_UKR(T, N, V, SFX, W, MR)                                          \
-CNN_AVX512_TARGET                                                                           \
-static void cnn_ukr_avx512_##N(int64_t k, const T *restrict a, const T *restrict b,       \
-                               int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) {             \
-    V acc0[MR], acc1[MR];                                                                   \
+/* The tile body for ROWS rows of C (ROWS <= MR; the A panel is always packed MR wide).
+ * V: vector type, SFX: intrinsic suffix (ps/pd), W: lanes. Every variant does the same
+ * FMAs in the same order per element, so a row's result never depends on the tile height. */
+#define CNN_AVX512_TILE_BODY(T, V, SFX, W, MR, ROWS)                                         \
+    V acc0[ROWS], acc1[ROWS];                                                               \
     _Pragma("GCC unroll 8")                                                                 \
-    for (int i = 0; i < MR; i++) {                                                          \
+    for (int i = 0; i < ROWS; i++) {                                                        \
         acc0[i] = _mm512_setzero_##SFX();                                                   \
         acc1[i] = _mm512_setzero_##SFX();                                                   \
     }                                                                                       \
     _Pragma("GCC unroll 2")                                                                 \
     for (int64_t p = 0; p < k; p++) {                                                       \
-        const V b0 = _mm512_loadu_##SFX(b);                                                  \
-        const V b1 = _mm512_loadu_##SFX(b + W);                                              \
+        const V b0 = _mm512_loadu_##SFX(b);                                                 \
+        const V b1 = _mm512_loadu_##SFX(b + W);                                             \
         _Pragma("GCC unroll 8")                                                             \
-        for (int i = 0; i < MR; i++) {                                                      \
+        for (int i = 0; i < ROWS; i++) {                                                    \
             const V ai = _mm512_set1_##SFX(a[i]);                                           \
             acc0[i] = _mm512_fmadd_##SFX(ai, b0, acc0[i]);                                  \
             acc1[i] = _mm512_fmadd_##SFX(ai, b1, acc1[i]);                                  \
         }                                                                                   \
         a += MR;                                                                            \
-        b += ldb;                                                                         \
+        b += ldb;                                                                           \
     }                                                                                       \
     const V va = _mm512_set1_##SFX(alpha);                                                  \
     const V vb = _mm512_set1_##SFX(beta);                                                   \
     _Pragma("GCC unroll 8")                                                                 \
-    for (int i = 0; i < MR; i++) {                                                          \
+    for (int i = 0; i < ROWS; i++) {                                                        \
         T *ci = c + i * rs_c;                                                               \
         V r0 = _mm512_mul_##SFX(va, acc0[i]);                                               \
         V r1 = _mm512_mul_##SFX(va, acc1[i]);                                               \
         if (beta != 0) {                                                                    \
-            r0 = _mm512_add_##SFX(r0, _mm512_mul_##SFX(vb, _mm512_loadu_##SFX(ci)));         \
-            r1 = _mm512_add_##SFX(r1, _mm512_mul_##SFX(vb, _mm512_loadu_##SFX(ci + W)));     \
+            r0 = _mm512_add_##SFX(r0, _mm512_mul_##SFX(vb, _mm512_loadu_##SFX(ci)));        \
+            r1 = _mm512_add_##SFX(r1, _mm512_mul_##SFX(vb, _mm512_loadu_##SFX(ci + W)));    \
         }                                                                                   \
         _mm512_storeu_##SFX(ci, r0);                                                        \
         _mm512_storeu_##SFX(ci + W, r1);                                                    \
+    }
+
+#define CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, ROWS)                                  \
+CNN_AVX512_TARGET                                                                           \
+static void cnn_ukr_avx512_##N##_rows##ROWS(int64_t k, const T *restrict a,                 \
+                                            const T *restrict b, int64_t ldb,               \
+                                            T *restrict c, int64_t rs_c, T alpha, T beta) { \
+    CNN_AVX512_TILE_BODY(T, V, SFX, W, MR, ROWS)                                            \
+}
+
+#define CNN_DEFINE_AVX512_UKR(T, N, V, SFX, W, MR)                                          \
+CNN_AVX512_TARGET                                                                           \
+static void cnn_ukr_avx512_##N(int64_t k, const T *restrict a, const T *restrict b,        \
+                               int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) { \
+    CNN_AVX512_TILE_BODY(T, V, SFX, W, MR, MR)                                              \
+}                                                                                           \
+CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, 1)                                             \
+CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, 2)                                             \
+CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, 3)                                             \
+CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, 4)                                             \
+CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, 5)                                             \
+CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, 6)                                             \
+CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, 7)                                             \
+/* The first m < MR rows of a tile only: small batches (inference on one sample) do not   \
+ * pay for the MR - m zero rows of the packed panel. */                                     \
+static void cnn_ukr_avx512_##N##_rows(int m, int64_t k, const T *a, const T *b,            \
+                                      int64_t ldb, T *c, int64_t rs_c, T alpha, T beta) {   \
+    switch (m) {                                                                            \
+    case 1: cnn_ukr_avx512_##N##_rows1(k, a, b, ldb, c, rs_c, alpha, beta); return;         \
+    case 2: cnn_ukr_avx512_##N##_rows2(k, a, b, ldb, c, rs_c, alpha, beta); return;         \
+    case 3: cnn_ukr_avx512_##N##_rows3(k, a, b, ldb, c, rs_c, alpha, beta); return;         \
+    case 4: cnn_ukr_avx512_##N##_rows4(k, a, b, ldb, c, rs_c, alpha, beta); return;         \
+    case 5: cnn_ukr_avx512_##N##_rows5(k, a, b, ldb, c, rs_c, alpha, beta); return;         \
+    case 6: cnn_ukr_avx512_##N##_rows6(k, a, b, ldb, c, rs_c, alpha, beta); return;         \
+    default: cnn_ukr_avx512_##N##_rows7(k, a, b, ldb, c, rs_c, alpha, beta); return;        \
     }                                                                                       \
 }
 

@@ -24,6 +24,7 @@ from cnn_core._losses cimport (softmax_ce_sparse_raw, softmax_ce_raw, mse_raw, m
                                bce_logits_raw)
 from cnn_core._optim cimport sgd_raw, adam_raw, rmsprop_raw, adagrad_raw
 from cnn_core._reductions cimport sum_of_squares_raw
+from cnn_core._activations cimport softmax_rows, activation_apply
 from cnn_core import _checks
 
 cnp.import_array()
@@ -43,6 +44,7 @@ cdef enum:
     ACT_IDENTITY = 0
     ACT_LEAKY_RELU = 2
     ACT_ELU = 3
+    ACT_SIGMOID = 4
     ACT_SOFTPLUS = 6
     ACT_GELU = 7
 
@@ -347,7 +349,6 @@ cdef class DenseChainTrainer:
         cdef int nt = get_num_threads_c()
         cdef int i, status, layer_act, last = self.n_layers - 1
         cdef intp_t r, j, outs = self.n_outputs
-        cdef const float *inp
         cdef const int64_t *labels = <const int64_t *>y
         cdef const float *targets = <const float *>y
         cdef float *out
@@ -365,16 +366,9 @@ cdef class DenseChainTrainer:
                         threads_for_elements(rows * outs))
 
         # 2. Forward: one GEMM per layer, bias and activation in its epilogue.
-        inp = self.x_batch
-        for i in range(self.n_layers):
-            status = gemm_raw[float](rows, self.units[i], self.fan_in[i], 1.0, inp,
-                                     self.fan_in[i], 1, self.kernel[i], self.units[i], 1, 0.0,
-                                     self.a[i], self.units[i], 1, self.bias[i],
-                                     self.z[i] if self.z[i] != self.a[i] else NULL,
-                                     self.units[i], self.act[i], self.act_param[i], nt)
-            if status != 0:
-                return status
-            inp = self.a[i]
+        status = self._forward(self.x_batch, rows, nt)
+        if status != 0:
+            return status
 
         # 3. Loss and its gradient, from the logits when the output activation is fused.
         out = self.a[last]
@@ -410,6 +404,57 @@ cdef class DenseChainTrainer:
         self._clip_gradients()
         self._update(lr, step)
         return 0
+
+    cdef int _forward(self, const float *x, intp_t rows, int nt) noexcept nogil:
+        """a[i] = f(a[i-1] W_i + b_i) for every layer (the last one's output: logits when the
+        loss fuses its activation). x: (rows, features) contiguous."""
+        cdef int i, status
+        cdef const float *inp = x
+        for i in range(self.n_layers):
+            status = gemm_raw[float](rows, self.units[i], self.fan_in[i], 1.0, inp,
+                                     self.fan_in[i], 1, self.kernel[i], self.units[i], 1, 0.0,
+                                     self.a[i], self.units[i], 1, self.bias[i],
+                                     self.z[i] if self.z[i] != self.a[i] else NULL,
+                                     self.units[i], self.act[i], self.act_param[i], nt)
+            if status != 0:
+                return status
+            inp = self.a[i]
+        return 0
+
+    def predict(self, x, out):
+        """out = model(x) in batches of batch_size, without Python per layer.
+
+        x: (n, features) float32 C-contiguous; out: (n, outputs) float32 C-contiguous. The
+        output activation the loss fuses (softmax / sigmoid) is applied here.
+        """
+        if x.dtype != np.float32 or not x.flags.c_contiguous or x.ndim != 2:
+            raise ValueError("x must be a C-contiguous float32 2-D array")
+        if x.shape[1] != self.n_features:
+            raise ValueError(f"x has {x.shape[1]} features, the model expects {self.n_features}")
+        _checks.check_out(out, "out", (x.shape[0], self.n_outputs), np.float32)
+        cdef intp_t n = x.shape[0], outs = self.n_outputs, row0, rows
+        cdef const float *xp = <const float *>cnp.PyArray_DATA(x)
+        cdef float *op = <float *>cnp.PyArray_DATA(out)
+        cdef float *dst
+        cdef int status = 0, nt = get_num_threads_c()
+        with nogil:
+            row0 = 0
+            while row0 < n:
+                rows = min(self.batch_size, n - row0)
+                status = self._forward(xp + row0 * self.n_features, rows, nt)
+                if status != 0:
+                    break
+                dst = op + row0 * outs
+                memcpy(dst, self.a[self.n_layers - 1], rows * outs * sizeof(float))
+                if self.loss_kind == 0 or self.loss_kind == 1:
+                    softmax_rows[float](dst, dst, rows, outs, threads_for_elements(rows * outs))
+                elif self.loss_kind == 4:
+                    activation_apply[float](dst, dst, rows * outs, ACT_SIGMOID, 0.0,
+                                            threads_for_elements(rows * outs))
+                row0 += rows
+        if status != 0:
+            raise MemoryError("could not allocate the GEMM workspace")
+        return out
 
     cdef void _count_correct(self, const float *out, intp_t rows, intp_t *correct,
                              intp_t *compared) noexcept nogil:

@@ -59,12 +59,15 @@ static void *cnn_gemm_workspace(size_t bytes) {
 typedef void (*cnn_ukr_##N##_t)(int64_t, const T *, const T *, int64_t, T *, int64_t, T, T);          \
 typedef void (*cnn_ukr_rows_##N##_t)(int, int64_t, const T *, const T *, int64_t, T *, int64_t, \
                                      T, T);                                                  \
+typedef void (*cnn_gemv_##N##_t)(int64_t, const T *, int64_t, const T *, int64_t, int64_t, T *, \
+                                 T, T);                                                      \
                                                                                              \
 typedef struct {                                                                             \
     int mr, nr;                                                                              \
     int64_t mb, kb, nb;                                                                      \
     cnn_ukr_##N##_t ukr;                                                                     \
     cnn_ukr_rows_##N##_t ukr_rows; /* first m < mr rows of a tile, or NULL */                \
+    cnn_gemv_##N##_t gemv;         /* M == 1 with contiguous B and C rows, or NULL */        \
 } cnn_gemm_ctx_##N;                                                                          \
                                                                                              \
 typedef struct {                                                                             \
@@ -154,6 +157,15 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
         return 0;                                                                            \
     }                                                                                        \
     const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    if (M == 1 && cs_b == 1 && cs_c == 1 && ctx->gemv != NULL) {                             \
+        /* One sample: no packing, no threads; same K blocks, so the same bits as a batch. */ \
+        const int64_t kb1 = cnn_ceil_div(K, cnn_ceil_div(K, ctx->kb));                       \
+        for (int64_t pc = 0; pc < K; pc += kb1)                                              \
+            ctx->gemv(cnn_min64(kb1, K - pc), A + pc * cs_a, cs_a, B + pc * rs_b, rs_b, Nn,  \
+                      C, alpha, pc == 0 ? beta : (T)1);                                      \
+        if (ep != NULL) cnn_epilogue_tile_##N(ep, C, rs_c, 0, 0, 1, Nn);                     \
+        return 0;                                                                            \
+    }                                                                                        \
     /* Equal blocks, fixed by the shape alone (never by the thread count). */                \
     const int64_t kb = cnn_ceil_div(K, cnn_ceil_div(K, ctx->kb));                            \
     const int64_t mb = cnn_round_up(cnn_ceil_div(M, cnn_ceil_div(M, ctx->mb)), mr);          \
@@ -238,9 +250,9 @@ CNN_DEFINE_GEMM(double, f64)
 
 /* The kernel family in use, chosen once by cnn_gemm_select(). */
 static cnn_gemm_ctx_f32 cnn_ctx_f32 = {CNN_REF_F32_MR, CNN_REF_F32_NR, CNN_F32_MB, CNN_F32_KB,
-                                       CNN_F32_NB, cnn_ukr_ref_f32, NULL};
+                                       CNN_F32_NB, cnn_ukr_ref_f32, NULL, NULL};
 static cnn_gemm_ctx_f64 cnn_ctx_f64 = {CNN_REF_F64_MR, CNN_REF_F64_NR, CNN_F64_MB, CNN_F64_KB,
-                                       CNN_F64_NB, cnn_ukr_ref_f64, NULL};
+                                       CNN_F64_NB, cnn_ukr_ref_f64, NULL, NULL};
 static int cnn_kernel_in_use = CNN_KERNEL_REFERENCE;
 
 /* Selects min(requested, what the CPU has); requested < 0 means the best. Returns the choice. */
@@ -252,16 +264,20 @@ static int cnn_gemm_select(int requested) {
         cnn_ctx_f32.mr = CNN_AVX512_F32_MR; cnn_ctx_f32.nr = CNN_AVX512_F32_NR;
         cnn_ctx_f32.ukr = cnn_ukr_avx512_f32;
         cnn_ctx_f32.ukr_rows = cnn_ukr_avx512_f32_rows;
+        cnn_ctx_f32.gemv = cnn_gemv_avx512_f32;
         cnn_ctx_f64.mr = CNN_AVX512_F64_MR; cnn_ctx_f64.nr = CNN_AVX512_F64_NR;
         cnn_ctx_f64.ukr = cnn_ukr_avx512_f64;
         cnn_ctx_f64.ukr_rows = cnn_ukr_avx512_f64_rows;
+        cnn_ctx_f64.gemv = cnn_gemv_avx512_f64;
     } else if (level == CNN_KERNEL_AVX2) {
         cnn_ctx_f32.mr = CNN_AVX2_F32_MR; cnn_ctx_f32.nr = CNN_AVX2_F32_NR;
         cnn_ctx_f32.ukr = cnn_ukr_avx2_f32;
         cnn_ctx_f32.ukr_rows = NULL;
+        cnn_ctx_f32.gemv = NULL;
         cnn_ctx_f64.mr = CNN_AVX2_F64_MR; cnn_ctx_f64.nr = CNN_AVX2_F64_NR;
         cnn_ctx_f64.ukr = cnn_ukr_avx2_f64;
         cnn_ctx_f64.ukr_rows = NULL;
+        cnn_ctx_f64.gemv = NULL;
     } else
 #endif
     {
@@ -269,9 +285,11 @@ static int cnn_gemm_select(int requested) {
         cnn_ctx_f32.mr = CNN_REF_F32_MR; cnn_ctx_f32.nr = CNN_REF_F32_NR;
         cnn_ctx_f32.ukr = cnn_ukr_ref_f32;
         cnn_ctx_f32.ukr_rows = NULL;
+        cnn_ctx_f32.gemv = NULL;
         cnn_ctx_f64.mr = CNN_REF_F64_MR; cnn_ctx_f64.nr = CNN_REF_F64_NR;
         cnn_ctx_f64.ukr = cnn_ukr_ref_f64;
         cnn_ctx_f64.ukr_rows = NULL;
+        cnn_ctx_f64.gemv = NULL;
     }
     cnn_kernel_in_use = level;
     return level;

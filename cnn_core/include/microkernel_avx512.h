@@ -88,4 +88,49 @@ static void cnn_ukr_avx512_##N##_rows(int m, int64_t k, const T *a, const T *b, 
 CNN_DEFINE_AVX512_UKR(float, f32, __m512, ps, 16, CNN_AVX512_F32_MR)
 CNN_DEFINE_AVX512_UKR(double, f64, __m512d, pd, 8, CNN_AVX512_F64_MR)
 
+/* One row of C (GEMV, a single sample): c[0..n) = alpha * sum_p a[p * inc_a] * b[p * ldb + j]
+ * (+ beta * c). The per-element FMA order is the tile kernels' (p increasing, from zero), so a
+ * sample's outputs have the same bits alone as inside a batch; eight independent vectors of
+ * columns keep the FMA units busy where a 1-row tile would wait on one dependency chain. */
+#define CNN_DEFINE_AVX512_GEMV(T, N, V, SFX, W, MASK_T, MASK_FN)                            \
+CNN_AVX512_TARGET                                                                           \
+static void cnn_gemv_avx512_##N(int64_t k, const T *restrict a, int64_t inc_a,              \
+                                const T *restrict b, int64_t ldb, int64_t n,                \
+                                T *restrict c, T alpha, T beta) {                           \
+    const V va = _mm512_set1_##SFX(alpha);                                                  \
+    const V vb = _mm512_set1_##SFX(beta);                                                   \
+    for (int64_t j0 = 0; j0 < n; j0 += 8 * W) {                                             \
+        V acc[8];                                                                           \
+        MASK_T mask[8];                                                                     \
+        _Pragma("GCC unroll 8")                                                             \
+        for (int v = 0; v < 8; v++) {                                                       \
+            const int64_t left = n - j0 - v * W;                                            \
+            mask[v] = left >= W ? (MASK_T)-1 : left <= 0 ? (MASK_T)0                        \
+                                                          : (MASK_T)((1u << left) - 1);     \
+            acc[v] = _mm512_setzero_##SFX();                                                \
+        }                                                                                   \
+        const T *bp = b + j0;                                                               \
+        for (int64_t p = 0; p < k; p++) {                                                   \
+            const V ap = _mm512_set1_##SFX(a[p * inc_a]);                                   \
+            _Pragma("GCC unroll 8")                                                         \
+            for (int v = 0; v < 8; v++)                                                     \
+                acc[v] = _mm512_fmadd_##SFX(ap, _mm512_maskz_loadu_##SFX(mask[v], bp + v * W), \
+                                            acc[v]);                                        \
+            bp += ldb;                                                                      \
+        }                                                                                   \
+        _Pragma("GCC unroll 8")                                                             \
+        for (int v = 0; v < 8; v++) {                                                       \
+            T *cv = c + j0 + v * W;                                                         \
+            V r = _mm512_mul_##SFX(va, acc[v]);                                             \
+            if (beta != 0)                                                                  \
+                r = _mm512_add_##SFX(r, _mm512_mul_##SFX(vb,                                \
+                                                         _mm512_maskz_loadu_##SFX(mask[v], cv))); \
+            _mm512_mask_storeu_##SFX(cv, mask[v], r);                                       \
+        }                                                                                   \
+    }                                                                                       \
+}
+
+CNN_DEFINE_AVX512_GEMV(float, f32, __m512, ps, 16, __mmask16, 0)
+CNN_DEFINE_AVX512_GEMV(double, f64, __m512d, pd, 8, __mmask8, 0)
+
 #endif

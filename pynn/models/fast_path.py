@@ -113,20 +113,79 @@ def _regularization(regularizer):
     return None
 
 
-def _dense_chain(model):
-    """The Dense layers of a Flatten/Input + Dense* chain, or None."""
+def _dense_chain(model, inference=False):
+    """The Dense layers of a Flatten/Input + Dense* chain (all trainable, unless for
+    inference), or None."""
     denses = []
-    for index, layer in enumerate(model.layers):
+    for layer in model.layers:
         if isinstance(layer, InputLayer):
             continue
         if isinstance(layer, Flatten) and not denses:
             continue
-        if type(layer) is not Dense or not layer.trainable or not layer.kernel.trainable:
+        if type(layer) is not Dense or not layer.built:
             return None
-        if layer.use_bias and not layer.bias.trainable:
+        if not inference and (not layer.trainable or not layer.kernel.trainable
+                              or (layer.use_bias and not layer.bias.trainable)):
             return None
         denses.append(layer)
     return denses or None
+
+
+def _layer_specs(denses, loss):
+    """The trainer's description of each Dense layer (sharing its arrays), or None."""
+    layers = []
+    for dense in denses:
+        kernel_reg = _regularization(dense.kernel_regularizer)
+        bias_reg = _regularization(dense.bias_regularizer)
+        if kernel_reg is None or bias_reg is None:
+            return None
+        activation = dense.activation
+        if dense is denses[-1] and loss in ("sparse_softmax_ce", "softmax_ce"):
+            activation = "softmax"  # logits either way: the loss kernel applies it
+        elif dense is denses[-1] and loss == "sigmoid_bce":
+            activation = "sigmoid"
+        layers.append({
+            "kernel": dense.kernel.value,
+            "bias": dense.bias.value if dense.use_bias else None,
+            "activation": activation,
+            "param": dense._param,
+            "kernel_l1": kernel_reg[0], "kernel_l2": kernel_reg[1],
+            "bias_l1": bias_reg[0], "bias_l2": bias_reg[1],
+        })
+    return layers
+
+
+def _compiled_ok(model):
+    return (getattr(model, "jit_compile", True) and _backend.backend_name() == "cnn_core"
+            and np.dtype(model.dtype) == np.float32)
+
+
+def compiled_predictor(model, batch_size):
+    """A compiled forward pass for ``predict`` of a dense chain (cached on the model while its
+    weight arrays and the batch size stay the same), or None."""
+    if not _compiled_ok(model):
+        return None
+    denses = _dense_chain(model, inference=True)
+    if denses is None:
+        return None
+    key = (int(batch_size),) + tuple(id(w.value) for w in model.weights)
+    cached = getattr(model, "_compiled_predictor", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    last = denses[-1].activation
+    if last == "log_softmax":
+        return None
+    loss = {"softmax": "sparse_softmax_ce", "sigmoid": "sigmoid_bce"}.get(last, "mse")
+    layers = _layer_specs(denses, loss)
+    if layers is None:
+        return None
+    n_arrays = sum(2 if spec["bias"] is not None else 1 for spec in layers)
+    inference_only = {"kind": "sgd", "slots": [[]] * n_arrays, "decay": [False] * n_arrays}
+    from cnn_core._train import DenseChainTrainer
+
+    predictor = DenseChainTrainer(layers, loss, inference_only, int(batch_size))
+    model._compiled_predictor = (key, predictor)
+    return predictor
 
 
 class FastFit:
@@ -142,9 +201,7 @@ class FastFit:
     @classmethod
     def prepare(cls, model, x, y, batch_size):
         """A FastFit for this model and data, or None when the Python path must be used."""
-        if not getattr(model, "jit_compile", True):
-            return None
-        if _backend.backend_name() != "cnn_core" or np.dtype(model.dtype) != np.float32:
+        if not _compiled_ok(model):
             return None
         denses = _dense_chain(model)
         if denses is None or x.dtype != np.float32:
@@ -163,25 +220,9 @@ class FastFit:
         spec = _optimizer_spec(model.optimizer, model.trainable_variables)
         if spec is None:
             return None
-        layers = []
-        for dense in denses:
-            kernel_reg = _regularization(dense.kernel_regularizer)
-            bias_reg = _regularization(dense.bias_regularizer)
-            if kernel_reg is None or bias_reg is None:
-                return None
-            activation = dense.activation
-            if dense is denses[-1] and loss in ("sparse_softmax_ce", "softmax_ce"):
-                activation = "softmax"  # logits either way: the loss kernel applies it
-            elif dense is denses[-1] and loss == "sigmoid_bce":
-                activation = "sigmoid"
-            layers.append({
-                "kernel": dense.kernel.value,
-                "bias": dense.bias.value if dense.use_bias else None,
-                "activation": activation,
-                "param": dense._param,
-                "kernel_l1": kernel_reg[0], "kernel_l2": kernel_reg[1],
-                "bias_l1": bias_reg[0], "bias_l2": bias_reg[1],
-            })
+        layers = _layer_specs(denses, loss)
+        if layers is None:
+            return None
         from cnn_core._train import DenseChainTrainer
 
         trainer = DenseChainTrainer(layers, loss, spec, int(batch_size))

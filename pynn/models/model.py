@@ -721,12 +721,21 @@ class Model:
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Outputs for x, computed in batches: an ndarray (num_samples, ...)."""
         from pynn.callbacks import CallbackList
+        from pynn.models.fast_path import compiled_predictor
 
         if steps is not None:
             raise NotImplementedError("steps is not supported")
         verbose = _verbosity(verbose)
         batch_size = _positive_int(batch_size, "batch_size", _DEFAULT_BATCH_SIZE)
         x = self._prepare_x(x)
+        if verbose == 0 and not callbacks:
+            # Dense chains: the whole forward pass in compiled code (fast_path.py).
+            predictor = compiled_predictor(self, batch_size)
+            if predictor is not None:
+                sample_shape = tuple(self.output_shape[1:])
+                out = np.empty((x.shape[0], math.prod(sample_shape)), np.float32)
+                predictor.predict(x.reshape(x.shape[0], -1), out)
+                return out.reshape((x.shape[0],) + sample_shape)
         callback_list = callbacks if isinstance(callbacks, CallbackList) else CallbackList(
             callbacks, add_progbar=verbose != 0, model=self, verbose=verbose, epochs=1,
             steps=math.ceil(x.shape[0] / batch_size))

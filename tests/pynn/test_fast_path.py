@@ -223,3 +223,21 @@ def test_no_allocation_over_10000_steps():
     rss_growth = _rss_bytes() - rss_before
     assert peak < 64 * 1024, f"{peak} bytes traced while training"
     assert rss_growth < 1024 * 1024, f"RSS grew by {rss_growth} bytes over 10,000 steps"
+
+
+@pytest.mark.parametrize("out_activation", ["softmax", "sigmoid", "linear", "tanh"])
+@pytest.mark.parametrize("n, batch_size", [(1, 32), (7, 32), (100, 32), (100, 7)])
+def test_compiled_predict_equals_python_predict(out_activation, n, batch_size):
+    x, _ = _data(n=n)
+    model = _model("mse", "adam", out_activation=out_activation, metrics=())
+    from pynn.models.fast_path import compiled_predictor
+
+    assert compiled_predictor(model, batch_size) is not None
+    fast = model.predict(x, batch_size=batch_size, verbose=0)
+    model.jit_compile = False
+    slow = model.predict(x, batch_size=batch_size, verbose=0)
+    assert fast.shape == slow.shape == (n, 4)
+    np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-7)
+    # One sample alone gives the same bits as inside a batch.
+    model.jit_compile = True
+    assert model.predict(x[:1], verbose=0).tobytes() == fast[:1].tobytes()

@@ -19,8 +19,6 @@ import gzip
 import hashlib
 import os
 import tempfile
-import urllib.error
-import urllib.request
 
 import numpy as np
 
@@ -138,6 +136,8 @@ def _find_complete_dir(dirs):
 
 def _fetch(url, timeout=_DOWNLOAD_TIMEOUT):
     """The bytes at ``url`` (the network boundary; tests replace it)."""
+    import urllib.request  # imported here: network modules slow down `import pynn`
+
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
 
@@ -161,7 +161,7 @@ def download(directory, mirrors=MIRRORS, fetch=None, _path_hint=None):
                 if _md5(content) != MD5[base]:
                     errors.append(f"{url}: checksum mismatch")
                     continue
-            except (OSError, EOFError, ValueError, urllib.error.URLError) as e:
+            except (OSError, EOFError, ValueError) as e:  # URLError is an OSError
                 errors.append(f"{url}: {e}")
                 continue
             name = base + ".gz" if data[:2] == b"\x1f\x8b" else base

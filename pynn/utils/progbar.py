@@ -17,7 +17,13 @@ import shutil
 import sys
 import time
 
-from tqdm import tqdm
+
+def _tqdm():
+    """tqdm, imported on first use: it costs ~20 ms, more than the rest of `import pynn`."""
+    from tqdm import tqdm
+
+    return tqdm
+
 
 BAR_WIDTH = 30       # Keras 2's bar; narrowed (down to MIN_BAR_WIDTH) to fit the terminal
 MIN_BAR_WIDTH = 10
@@ -164,7 +170,7 @@ class Progbar:
 
     def _line(self, current, now, finalize):
         """The verbose=1 line printed once (final line, or every line when not a terminal)."""
-        return tqdm.format_meter(n=current, total=self.target or None,
+        return _tqdm().format_meter(n=current, total=self.target or None,
                                  elapsed=now - self._start, ascii=BAR_CHARSET,
                                  bar_format=self._bar_format(current, now, finalize, self.width))
 
@@ -185,7 +191,7 @@ class Progbar:
         bar_width = max(MIN_BAR_WIDTH, min(self.width, self.width - (full - columns)))
         bar_format = self._bar_format(current, now, False, bar_width)
         if self._bar is None:
-            self._bar = tqdm(total=self.target or None, initial=current, file=self.file,
+            self._bar = _tqdm()(total=self.target or None, initial=current, file=self.file,
                              ascii=BAR_CHARSET, bar_format=bar_format, leave=True,
                              ncols=columns, nrows=_rows(), mininterval=self.interval)
             return

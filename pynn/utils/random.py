@@ -8,7 +8,8 @@ import random as _py_random
 
 import numpy as np
 
-_rng = np.random.default_rng()
+# Created on first use: numpy.random costs ~10 ms of `import pynn`.
+_rng = None
 
 
 def set_random_seed(seed):
@@ -26,6 +27,9 @@ def set_random_seed(seed):
 
 def get_rng():
     """The global ``numpy.random.Generator``."""
+    global _rng
+    if _rng is None:
+        _rng = np.random.default_rng()
     return _rng
 
 

@@ -341,7 +341,28 @@ def bench_predict(table, quick):
     table.add("predict", "784-128-10 10,000 samples", _interleaved(fns_tp))
 
 
+def _import_seconds(module):
+    """Best of 5 wall times of a fresh interpreter importing ``module`` (startup included)."""
+    import subprocess
+
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_startup(table, quick):
+    base = _import_seconds("sys")  # the interpreter's own start, subtracted
+    times = {"pynn": _import_seconds("pynn") - base, "numpy": _import_seconds("numpy") - base}
+    if torch is not None:
+        times["torch"] = _import_seconds("torch") - base
+    table.add("startup", "import (numpy column: numpy alone)", times)
+
+
 SECTIONS = {
+    "startup": bench_startup,
     "gemm": bench_gemm,
     "dense": bench_dense,
     "loss": bench_losses,

@@ -28,17 +28,59 @@
 #define CNN_REF_F64_MR 4
 #define CNN_REF_F64_NR 8
 
-/* Cache blocks, in elements. L1d 32 KiB, L2 512 KiB-2 MiB, shared L3 on current x86-64. */
-#define CNN_F32_KB 384
-#define CNN_F32_NB 384
-#define CNN_F32_MB 1536
-#define CNN_F64_KB 256
-#define CNN_F64_NB 256
-#define CNN_F64_MB 1024
+/* Cache blocks, in elements, per kernel (BLIS's values for the same tiles; overridable with
+ * -D for tuning). An MR x KB micro-panel of A and a KB x NR one of B fit L1, the MB x KB block
+ * of A a core's L2 (512 KiB on Zen 2/3 and Skylake client, 1-2 MiB on Zen 4 and server
+ * parts), the KB x NB block of B the shared L3. */
+#ifndef CNN_AVX512_F32_KB
+#define CNN_AVX512_F32_KB 384
+#endif
+#ifndef CNN_AVX512_F32_NB
+#define CNN_AVX512_F32_NB 3072
+#endif
+#ifndef CNN_AVX512_F32_MB
+#define CNN_AVX512_F32_MB 480
+#endif
+#ifndef CNN_AVX512_F64_KB
+#define CNN_AVX512_F64_KB 256
+#endif
+#ifndef CNN_AVX512_F64_NB
+#define CNN_AVX512_F64_NB 3072
+#endif
+#ifndef CNN_AVX512_F64_MB
+#define CNN_AVX512_F64_MB 240
+#endif
+#ifndef CNN_AVX2_F32_KB
+#define CNN_AVX2_F32_KB 256
+#endif
+#ifndef CNN_AVX2_F32_NB
+#define CNN_AVX2_F32_NB 4080
+#endif
+#ifndef CNN_AVX2_F32_MB
+#define CNN_AVX2_F32_MB 168
+#endif
+#ifndef CNN_AVX2_F64_KB
+#define CNN_AVX2_F64_KB 256
+#endif
+#ifndef CNN_AVX2_F64_NB
+#define CNN_AVX2_F64_NB 4080
+#endif
+#ifndef CNN_AVX2_F64_MB
+#define CNN_AVX2_F64_MB 72
+#endif
+/* The portable kernel uses the AVX2 blocks (its tiles are smaller still). */
+#define CNN_REF_F32_KB CNN_AVX2_F32_KB
+#define CNN_REF_F32_NB CNN_AVX2_F32_NB
+#define CNN_REF_F32_MB CNN_AVX2_F32_MB
+#define CNN_REF_F64_KB CNN_AVX2_F64_KB
+#define CNN_REF_F64_NB CNN_AVX2_F64_NB
+#define CNN_REF_F64_MB CNN_AVX2_F64_MB
 
 /* With at most this many rows in A, B is read in place (not packed) when its rows are
  * contiguous: a B panel is then reused too few times to repay the copy. */
+#ifndef CNN_GEMM_DIRECT_B_MAX_M
 #define CNN_GEMM_DIRECT_B_MAX_M 96
+#endif
 
 /* Below this many flops (2*M*N*K) a GEMM runs on one thread: waking others costs more. */
 #define CNN_GEMM_MIN_FLOPS_PER_THREAD 400000.0

@@ -62,7 +62,7 @@ typedef void (*cnn_ukr_rows_##N##_t)(int, int64_t, const T *, const T *, int64_t
                                      T, T);                                                  \
 typedef void (*cnn_gemv_##N##_t)(int64_t, const T *, int64_t, const T *, int64_t, int64_t, T *, \
                                  T, T);                                                      \
-typedef void (*cnn_pack_a_##N##_t)(const T *, int64_t, int64_t, T *);                       \
+typedef void (*cnn_pack_t_##N##_t)(const T *, int64_t, int64_t, int64_t, T *);              \
                                                                                              \
 typedef struct {                                                                             \
     int mr, nr;                                                                              \
@@ -70,7 +70,8 @@ typedef struct {                                                                
     cnn_ukr_##N##_t ukr;                                                                     \
     cnn_ukr_rows_##N##_t ukr_rows; /* first m < mr rows of a tile, or NULL */                \
     cnn_gemv_##N##_t gemv;         /* M == 1 with contiguous B and C rows, or NULL */        \
-    cnn_pack_a_##N##_t pack_a;     /* a full MR-row panel of row-major A, or NULL */         \
+    cnn_pack_t_##N##_t pack_a;     /* MR rows contiguous in k -> k-major (A panel), or NULL */ \
+    cnn_pack_t_##N##_t pack_t8;    /* 8 rows contiguous in k -> k-major (B^T panel), or NULL */ \
 } cnn_gemm_ctx_##N;                                                                          \
                                                                                              \
 typedef struct {                                                                             \
@@ -201,10 +202,17 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                 const int64_t n_panels = cnn_ceil_div(nc, nr);                               \
                 _Pragma("omp for schedule(static)")                                          \
                 for (int64_t q = 0; q < n_panels; q++)                                       \
-                    if (!direct_b || nc - q * nr < nr)                                       \
-                        cnn_pack_b_panel_##N(B + pc * rs_b + (jc + q * nr) * cs_b, rs_b,     \
-                                             cs_b, cnn_min64(nr, nc - q * nr), kc, nr,       \
-                                             b_pack + q * nr * kc);                          \
+                {                                                                            \
+                    const T *src = B + pc * rs_b + (jc + q * nr) * cs_b;                     \
+                    const int64_t n = cnn_min64(nr, nc - q * nr);                            \
+                    if (rs_b == 1 && n == nr && ctx->pack_t8 != NULL) {                      \
+                        /* Transposed B: its columns are contiguous in k. */                 \
+                        for (int g = 0; g < nr; g += 8)                                      \
+                            ctx->pack_t8(src + g * cs_b, cs_b, kc, nr, b_pack + q * nr * kc + g); \
+                    } else if (!direct_b || n < nr) {                                        \
+                        cnn_pack_b_panel_##N(src, rs_b, cs_b, n, kc, nr, b_pack + q * nr * kc); \
+                    }                                                                        \
+                }                                                                            \
                 for (int64_t ic = 0; ic < M; ic += mb) {                                     \
                     const int64_t mc = cnn_min64(mb, M - ic);                                \
                     const int64_t m_panels = cnn_ceil_div(mc, mr);                           \
@@ -213,7 +221,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                         const T *src = A + (ic + p * mr) * rs_a + pc * cs_a;                 \
                         const int64_t m = cnn_min64(mr, mc - p * mr);                        \
                         if (cs_a == 1 && m == mr && ctx->pack_a != NULL)                     \
-                            ctx->pack_a(src, rs_a, kc, a_pack + p * mr * kc);                \
+                            ctx->pack_a(src, rs_a, kc, mr, a_pack + p * mr * kc);            \
                         else                                                                 \
                             cnn_pack_a_panel_##N(src, rs_a, cs_a, m, kc, mr,                 \
                                                  a_pack + p * mr * kc);                      \
@@ -261,32 +269,32 @@ CNN_DEFINE_GEMM(float, f32)
 CNN_DEFINE_GEMM(double, f64)
 
 /* Every kernel family: its tile, its cache blocks and its entry points (BLIS's context). */
-#define CNN_CTX(ISA, ISA_UP, N, N_UP, ROWS, GEMV, PACK_A)                                     \
+#define CNN_CTX(ISA, ISA_UP, N, N_UP, ROWS, GEMV, PACK_A, PACK_T8)                            \
     {CNN_##ISA_UP##_##N_UP##_MR, CNN_##ISA_UP##_##N_UP##_NR, CNN_##ISA_UP##_##N_UP##_MB,      \
      CNN_##ISA_UP##_##N_UP##_KB, CNN_##ISA_UP##_##N_UP##_NB, cnn_ukr_##ISA##_##N, ROWS, GEMV,  \
-     PACK_A}
+     PACK_A, PACK_T8}
 
-static const cnn_gemm_ctx_f32 cnn_ctx_ref_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL);
-static const cnn_gemm_ctx_f64 cnn_ctx_ref_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL);
+static const cnn_gemm_ctx_f32 cnn_ctx_ref_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL, NULL);
+static const cnn_gemm_ctx_f64 cnn_ctx_ref_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL, NULL);
 #if CNN_HAVE_X86_KERNELS
 static const cnn_gemm_ctx_f32 cnn_ctx_avx2_f32 =
     CNN_CTX(avx2, AVX2, f32, F32, cnn_ukr_avx2_f32_rows, cnn_gemv_avx2_f32,
-            cnn_pack_a_rows6_avx2_f32);
+            cnn_pack_t_rows6_avx2_f32, cnn_pack_t_rows8_avx2_f32);
 static const cnn_gemm_ctx_f64 cnn_ctx_avx2_f64 =
-    CNN_CTX(avx2, AVX2, f64, F64, cnn_ukr_avx2_f64_rows, cnn_gemv_avx2_f64, NULL);
+    CNN_CTX(avx2, AVX2, f64, F64, cnn_ukr_avx2_f64_rows, cnn_gemv_avx2_f64, NULL, NULL);
 #if CNN_AVX512_F32_MR != 8
 #error "the AVX-512 context packs A with the 8-row AVX2 transpose"
 #endif
 static const cnn_gemm_ctx_f32 cnn_ctx_avx512_f32 =
     CNN_CTX(avx512, AVX512, f32, F32, cnn_ukr_avx512_f32_rows, cnn_gemv_avx512_f32,
-            cnn_pack_a_rows8_avx2_f32);
+            cnn_pack_t_rows8_avx2_f32, cnn_pack_t_rows8_avx2_f32);
 static const cnn_gemm_ctx_f64 cnn_ctx_avx512_f64 =
-    CNN_CTX(avx512, AVX512, f64, F64, cnn_ukr_avx512_f64_rows, cnn_gemv_avx512_f64, NULL);
+    CNN_CTX(avx512, AVX512, f64, F64, cnn_ukr_avx512_f64_rows, cnn_gemv_avx512_f64, NULL, NULL);
 #endif
 
 /* The kernel family in use, chosen once by cnn_gemm_select(). */
-static cnn_gemm_ctx_f32 cnn_ctx_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL);
-static cnn_gemm_ctx_f64 cnn_ctx_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL);
+static cnn_gemm_ctx_f32 cnn_ctx_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL, NULL);
+static cnn_gemm_ctx_f64 cnn_ctx_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL, NULL);
 static int cnn_kernel_in_use = CNN_KERNEL_REFERENCE;
 
 /* Selects min(requested, what the CPU has); requested < 0 means the best. Returns the choice. */

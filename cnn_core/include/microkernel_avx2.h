@@ -86,9 +86,10 @@ static void cnn_ukr_avx2_##N##_rows(int m, int64_t k, const T *a, const T *b,   
 
 #if CNN_AVX2_F32_MR != 6 || CNN_AVX2_F64_MR != 6
 #error "the AVX2 row variants assume MR == 6"
-/* Packs ROWS (6 or 8) rows of a row-major A block (k contiguous) into a k-major micro-panel
- * of MR = ROWS floats: dst[k * ROWS + i] = A[i * rs_a + k]. Eight k at a time through an
- * 8 x 8 register transpose, where the scalar loop would store one float at a time. */
+/* Packs ROWS (6 or 8) source rows, each contiguous in k, into k-major order:
+ * dst[k * ld + i] = A[i * rs_a + k], i < ROWS. Eight k at a time through an 8 x 8 register
+ * transpose, where the scalar loop would store one float at a time. Used for A panels
+ * (ld = MR = ROWS) and, eight columns at a time, for transposed B panels (ld = NR). */
 CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
     const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
     const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
@@ -110,8 +111,8 @@ CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
 
 #define CNN_DEFINE_AVX2_PACK_A_ROWS(ROWS)                                                   \
 CNN_AVX2_TARGET                                                                             \
-static void cnn_pack_a_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs_a,         \
-                                             int64_t kc, float *restrict dst) {             \
+static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs_a,         \
+                                             int64_t kc, int64_t ld, float *restrict dst) { \
     int64_t k = 0;                                                                          \
     for (; k + 8 <= kc; k += 8) {                                                           \
         __m256 r[8];                                                                        \
@@ -121,17 +122,17 @@ static void cnn_pack_a_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs
         cnn_avx2_transpose8_ps(r);                                                          \
         _Pragma("GCC unroll 8")                                                             \
         for (int j = 0; j < 8; j++) {                                                       \
-            float *d = dst + (k + j) * ROWS;                                                \
+            float *d = dst + (k + j) * ld;                                                  \
             if (ROWS == 8) {                                                                \
                 _mm256_storeu_ps(d, r[j]);                                                  \
-            } else { /* 6 floats: never write past the panel (a neighbour may own it) */   \
+            } else { /* 6 floats: never write past the row (a neighbour may own it) */     \
                 _mm_storeu_ps(d, _mm256_castps256_ps128(r[j]));                             \
                 _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(r[j], 1));            \
             }                                                                               \
         }                                                                                   \
     }                                                                                       \
     for (; k < kc; k++)                                                                     \
-        for (int i = 0; i < ROWS; i++) dst[k * ROWS + i] = A[i * rs_a + k];                \
+        for (int i = 0; i < ROWS; i++) dst[k * ld + i] = A[i * rs_a + k];                  \
 }
 
 CNN_DEFINE_AVX2_PACK_A_ROWS(6)
@@ -204,9 +205,10 @@ static void cnn_gemv_avx2_##N(int64_t k, const T *restrict a, int64_t inc_a,    
 CNN_DEFINE_AVX2_GEMV(float, f32, __m256, ps, 8)
 CNN_DEFINE_AVX2_GEMV(double, f64, __m256d, pd, 4)
 
-/* Packs ROWS (6 or 8) rows of a row-major A block (k contiguous) into a k-major micro-panel
- * of MR = ROWS floats: dst[k * ROWS + i] = A[i * rs_a + k]. Eight k at a time through an
- * 8 x 8 register transpose, where the scalar loop would store one float at a time. */
+/* Packs ROWS (6 or 8) source rows, each contiguous in k, into k-major order:
+ * dst[k * ld + i] = A[i * rs_a + k], i < ROWS. Eight k at a time through an 8 x 8 register
+ * transpose, where the scalar loop would store one float at a time. Used for A panels
+ * (ld = MR = ROWS) and, eight columns at a time, for transposed B panels (ld = NR). */
 CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
     const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
     const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
@@ -228,8 +230,8 @@ CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
 
 #define CNN_DEFINE_AVX2_PACK_A_ROWS(ROWS)                                                   \
 CNN_AVX2_TARGET                                                                             \
-static void cnn_pack_a_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs_a,         \
-                                             int64_t kc, float *restrict dst) {             \
+static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs_a,         \
+                                             int64_t kc, int64_t ld, float *restrict dst) { \
     int64_t k = 0;                                                                          \
     for (; k + 8 <= kc; k += 8) {                                                           \
         __m256 r[8];                                                                        \
@@ -239,17 +241,17 @@ static void cnn_pack_a_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs
         cnn_avx2_transpose8_ps(r);                                                          \
         _Pragma("GCC unroll 8")                                                             \
         for (int j = 0; j < 8; j++) {                                                       \
-            float *d = dst + (k + j) * ROWS;                                                \
+            float *d = dst + (k + j) * ld;                                                  \
             if (ROWS == 8) {                                                                \
                 _mm256_storeu_ps(d, r[j]);                                                  \
-            } else { /* 6 floats: never write past the panel (a neighbour may own it) */   \
+            } else { /* 6 floats: never write past the row (a neighbour may own it) */     \
                 _mm_storeu_ps(d, _mm256_castps256_ps128(r[j]));                             \
                 _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(r[j], 1));            \
             }                                                                               \
         }                                                                                   \
     }                                                                                       \
     for (; k < kc; k++)                                                                     \
-        for (int i = 0; i < ROWS; i++) dst[k * ROWS + i] = A[i * rs_a + k];                \
+        for (int i = 0; i < ROWS; i++) dst[k * ld + i] = A[i * rs_a + k];                  \
 }
 
 CNN_DEFINE_AVX2_PACK_A_ROWS(6)

@@ -90,6 +90,16 @@ static inline void cnn_pack_a_panel_##N(const T *A, int64_t rs_a, int64_t cs_a, 
             const T *src = A + i * rs_a;                                                     \
             for (int64_t k = 0; k < kc; k++) dst[k * mr + i] = src[k];                       \
         }                                                                                    \
+    } else if (rs_a == 1 && m == mr && (mr == 6 || mr == 8)) {                               \
+        /* Transposed A (dW = x^T dz): MR contiguous values per k; a constant count lets */ \
+        /* the compiler copy each with a vector move.                                     */ \
+        if (mr == 6)                                                                         \
+            for (int64_t k = 0; k < kc; k++)                                                 \
+                for (int i = 0; i < 6; i++) dst[k * 6 + i] = A[k * cs_a + i];                \
+        else                                                                                 \
+            for (int64_t k = 0; k < kc; k++)                                                 \
+                for (int i = 0; i < 8; i++) dst[k * 8 + i] = A[k * cs_a + i];                \
+        return;                                                                              \
     } else {                                                                                 \
         for (int64_t k = 0; k < kc; k++) {                                                   \
             const T *src = A + k * cs_a;                                                     \
@@ -103,7 +113,15 @@ static inline void cnn_pack_a_panel_##N(const T *A, int64_t rs_a, int64_t cs_a, 
 /* B rows [row0, row0+kc) x cols [col0, col0+n) -> k-major micro-panel of NR columns. */     \
 static inline void cnn_pack_b_panel_##N(const T *B, int64_t rs_b, int64_t cs_b, int64_t n,  \
                                         int64_t kc, int nr, T *dst) {                        \
-    if (cs_b == 1) {                                                                         \
+    if (cs_b == 1 && n == nr && (nr == 16 || nr == 32)) {                                    \
+        /* A constant row length: vector moves, not a memcpy call per row. */                \
+        if (nr == 16)                                                                        \
+            for (int64_t k = 0; k < kc; k++)                                                 \
+                for (int j = 0; j < 16; j++) dst[k * 16 + j] = B[k * rs_b + j];              \
+        else                                                                                 \
+            for (int64_t k = 0; k < kc; k++)                                                 \
+                for (int j = 0; j < 32; j++) dst[k * 32 + j] = B[k * rs_b + j];              \
+    } else if (cs_b == 1) {                                                                  \
         for (int64_t k = 0; k < kc; k++) {                                                   \
             memcpy(dst + k * nr, B + k * rs_b, (size_t)n * sizeof(T));                       \
             for (int64_t j = n; j < nr; j++) dst[k * nr + j] = 0;                            \

@@ -76,12 +76,6 @@
 #define CNN_REF_F64_NB CNN_AVX2_F64_NB
 #define CNN_REF_F64_MB CNN_AVX2_F64_MB
 
-/* With at most this many rows in A, B is read in place (not packed) when its rows are
- * contiguous: a B panel is then reused too few times to repay the copy. */
-#ifndef CNN_GEMM_DIRECT_B_MAX_M
-#define CNN_GEMM_DIRECT_B_MAX_M 96
-#endif
-
 /* Below this many flops (2*M*N*K) a GEMM runs on one thread: waking others costs more. */
 #define CNN_GEMM_MIN_FLOPS_PER_THREAD 400000.0
 

@@ -196,13 +196,6 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
     T *a_pack = (T *)cnn_gemm_workspace((size_t)(a_elems + nb * kb) * sizeof(T));            \
     if (a_pack == NULL) return -1;                                                           \
     T *b_pack = a_pack + a_elems;                                                            \
-    /* Few rows of A: each B panel is used only a few times, so read B in place when its   \
-     * rows are contiguous instead of copying it; only a narrow edge panel is packed. Not   \
-     * when B's rows are a multiple of 2 KiB apart: a column strip would then map to a few  \
-     * cache sets and be evicted between its uses (measured: 0.62x -> 0.79x of OpenBLAS at \
-     * 32x784x1024). */                                                                     \
-    const int direct_b = cs_b == 1 && M <= CNN_GEMM_DIRECT_B_MAX_M                           \
-                         && ((size_t)rs_b * sizeof(T)) % 2048 != 0;                          \
     const double flops = 2.0 * (double)M * (double)Nn * (double)K;                           \
     int nt = nthreads;                                                                       \
     if (flops < nt * CNN_GEMM_MIN_FLOPS_PER_THREAD)                                          \
@@ -227,7 +220,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                         /* Transposed B: its columns are contiguous in k. */                 \
                         for (int g = 0; g < nr; g += 8)                                      \
                             ctx->pack_t8(src + g * cs_b, cs_b, kc, nr, b_pack + q * nr * kc + g); \
-                    } else if (!direct_b || n < nr) {                                        \
+                    } else {                                                                 \
                         cnn_pack_b_panel_##N(src, rs_b, cs_b, n, kc, nr, b_pack + q * nr * kc); \
                     }                                                                        \
                 }                                                                            \
@@ -252,11 +245,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                             const int64_t row0 = ic + p * mr, col0 = jc + q * nr;            \
                             T *c = C + row0 * rs_c + col0 * cs_c;                            \
                             const T *ap = a_pack + p * mr * kc, *bp = b_pack + q * nr * kc;  \
-                            int64_t ldb = nr;                                                \
-                            if (direct_b && n == nr) {                                       \
-                                bp = B + pc * rs_b + col0;                                   \
-                                ldb = rs_b;                                                  \
-                            }                                                                \
+                            const int64_t ldb = nr;                                          \
                             if (m == mr && n == nr && cs_c == 1) {                           \
                                 ctx->ukr(kc, ap, bp, ldb, c, rs_c, alpha, beta_k);                \
                             } else if (n == nr && cs_c == 1 && ctx->ukr_rows != NULL) {      \

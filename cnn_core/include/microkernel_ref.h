@@ -3,7 +3,7 @@
  * Every micro-kernel has this contract (BLIS's, with C row-major):
  *   C[MR x NR] = alpha * sum_p a[p*MR + i] * b[p*NR + j]  (+ beta * C when beta != 0)
  *   a: packed A micro-panel, k x MR (MR contiguous per p); b: B micro-panel, k rows of NR
- *   contiguous values, ldb apart (NR when packed; B's row stride when read in place).
+ *   contiguous values, ldb apart (the driver always packs B, so ldb == NR).
  *   c: the tile's top-left element, rows rs_c apart, columns contiguous.
  *   With beta == 0, C is never read (so NaN in an output buffer cannot leak in).
  * The products are summed in increasing p, one accumulator per element of C: the result of an

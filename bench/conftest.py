@@ -20,3 +20,13 @@ def threads(request):
     else:
         yield n
     cnn_core.set_num_threads(previous)
+
+
+@pytest.fixture
+def torch_threads(threads):
+    """PyTorch at the case's thread count (skips when torch is absent); restored afterwards."""
+    torch = pytest.importorskip("torch")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    yield torch
+    torch.set_num_threads(previous)

@@ -18,7 +18,7 @@ from cnn_core._losses import (
     binary_cross_entropy,
 )
 from cnn_core._optim import sgd_update, adam_update, rmsprop_update, adagrad_update
-from cnn_core._reductions import sum_of_squares
+from cnn_core._reductions import all_finite, sum_of_squares
 from cnn_core import _gemm
 
 

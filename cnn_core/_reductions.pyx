@@ -1,4 +1,5 @@
-"""Deterministic reductions used by training (clipnorm / global_clipnorm).
+"""Reductions used by training: deterministic sums of squares (clipnorm / global_clipnorm)
+and the all-finite check of input batches.
 
 The summation tree is fixed by the data size alone: chunks of SUM_CHUNK elements, each summed
 with four interleaved float64 accumulators (combined in a fixed order), then the chunk sums
@@ -14,6 +15,10 @@ from cnn_core._threads cimport threads_for_elements
 from cnn_core import _checks
 
 cnp.import_array()
+
+cdef extern from "finite_check.h" nogil:
+    bint cnn_all_finite_f32(const float *x, intp_t n)
+    bint cnn_all_finite_f64(const double *x, intp_t n)
 
 cdef enum:
     SUM_CHUNK = 4096
@@ -85,3 +90,25 @@ def sum_of_squares(x):
         with nogil:
             total = sum_of_squares_raw[double](<double *>x_ptr, n, nthreads)
     return float(total)
+
+
+def all_finite(x):
+    """True when no element of x is NaN or +-inf (one pass, no temporary array, GIL released).
+
+    x: any shape, float32 or float64; a strided view is copied first. Empty arrays are finite.
+    """
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x must be a float32 or float64 ndarray, got "
+                        f"{type(x).__name__ if not isinstance(x, np.ndarray) else x.dtype}")
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    cdef intp_t n = x.size
+    cdef void *x_ptr = cnp.PyArray_DATA(x)
+    cdef bint ok
+    if x.dtype == np.float32:
+        with nogil:
+            ok = cnn_all_finite_f32(<const float *>x_ptr, n)
+    else:
+        with nogil:
+            ok = cnn_all_finite_f64(<const double *>x_ptr, n)
+    return bool(ok)

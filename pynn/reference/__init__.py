@@ -10,7 +10,7 @@ One concept per module:
     dense.py         z = x W + b, a = f(z) and its gradients
     losses.py        batch-mean losses and their gradients
     optimizers.py    in-place SGD / Adam(W) / RMSprop / Adagrad steps (Keras 3)
-    reductions.py    sum_of_squares (gradient clipping norms)
+    reductions.py    sum_of_squares (gradient clipping norms), all_finite (input checks)
     threads.py       thread count (recorded only: NumPy runs what it runs) and build_info
 """
 from pynn.reference.gemm import gemm
@@ -25,7 +25,7 @@ from pynn.reference.losses import (
     binary_cross_entropy,
 )
 from pynn.reference.optimizers import sgd_update, adam_update, rmsprop_update, adagrad_update
-from pynn.reference.reductions import sum_of_squares
+from pynn.reference.reductions import all_finite, sum_of_squares
 from pynn.reference.threads import set_num_threads, get_num_threads, build_info
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "adam_update",
     "rmsprop_update",
     "adagrad_update",
+    "all_finite",
     "sum_of_squares",
     "set_num_threads",
     "get_num_threads",

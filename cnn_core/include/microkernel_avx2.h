@@ -86,58 +86,6 @@ static void cnn_ukr_avx2_##N##_rows(int m, int64_t k, const T *a, const T *b,   
 
 #if CNN_AVX2_F32_MR != 6 || CNN_AVX2_F64_MR != 6
 #error "the AVX2 row variants assume MR == 6"
-/* Packs ROWS (6 or 8) source rows, each contiguous in k, into k-major order:
- * dst[k * ld + i] = A[i * rs_a + k], i < ROWS. Eight k at a time through an 8 x 8 register
- * transpose, where the scalar loop would store one float at a time. Used for A panels
- * (ld = MR = ROWS) and, eight columns at a time, for transposed B panels (ld = NR). */
-CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
-    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
-#define CNN_DEFINE_AVX2_PACK_A_ROWS(ROWS)                                                   \
-CNN_AVX2_TARGET                                                                             \
-static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs_a,         \
-                                             int64_t kc, int64_t ld, float *restrict dst) { \
-    int64_t k = 0;                                                                          \
-    for (; k + 8 <= kc; k += 8) {                                                           \
-        __m256 r[8];                                                                        \
-        _Pragma("GCC unroll 8")                                                             \
-        for (int i = 0; i < 8; i++)                                                         \
-            r[i] = i < ROWS ? _mm256_loadu_ps(A + i * rs_a + k) : _mm256_setzero_ps();      \
-        cnn_avx2_transpose8_ps(r);                                                          \
-        _Pragma("GCC unroll 8")                                                             \
-        for (int j = 0; j < 8; j++) {                                                       \
-            float *d = dst + (k + j) * ld;                                                  \
-            if (ROWS == 8) {                                                                \
-                _mm256_storeu_ps(d, r[j]);                                                  \
-            } else { /* 6 floats: never write past the row (a neighbour may own it) */     \
-                _mm_storeu_ps(d, _mm256_castps256_ps128(r[j]));                             \
-                _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(r[j], 1));            \
-            }                                                                               \
-        }                                                                                   \
-    }                                                                                       \
-    for (; k < kc; k++)                                                                     \
-        for (int i = 0; i < ROWS; i++) dst[k * ld + i] = A[i * rs_a + k];                  \
-}
-
-CNN_DEFINE_AVX2_PACK_A_ROWS(6)
-CNN_DEFINE_AVX2_PACK_A_ROWS(8)
-
 #endif
 CNN_DEFINE_AVX2_UKR(float, f32, __m256, ps, 8, CNN_AVX2_F32_MR)
 CNN_DEFINE_AVX2_UKR(double, f64, __m256d, pd, 4, CNN_AVX2_F64_MR)
@@ -228,7 +176,7 @@ CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
     r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-#define CNN_DEFINE_AVX2_PACK_A_ROWS(ROWS)                                                   \
+#define CNN_DEFINE_AVX2_PACK_T_ROWS(ROWS)                                                   \
 CNN_AVX2_TARGET                                                                             \
 static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs_a,         \
                                              int64_t kc, int64_t ld, float *restrict dst) { \
@@ -254,7 +202,7 @@ static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs
         for (int i = 0; i < ROWS; i++) dst[k * ld + i] = A[i * rs_a + k];                  \
 }
 
-CNN_DEFINE_AVX2_PACK_A_ROWS(6)
-CNN_DEFINE_AVX2_PACK_A_ROWS(8)
+CNN_DEFINE_AVX2_PACK_T_ROWS(6)
+CNN_DEFINE_AVX2_PACK_T_ROWS(8)
 
 #endif

@@ -16,11 +16,6 @@ IMPLS = ["cnn_core", "numpy", pytest.param("torch", marks=pytest.mark.torch)]
 KERNELS = {"cnn_core": cnn_core, "numpy": pynn.reference}
 
 
-def _record_gflops(benchmark, flops):
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        benchmark.extra_info["gflops"] = flops / benchmark.stats["median"] / 1e9
-
-
 def _layer(batch, n_in, units):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((batch, n_in)).astype(np.float32)
@@ -32,7 +27,7 @@ def _layer(batch, n_in, units):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("impl", IMPLS)
-def test_dense_forward(benchmark, threads, request, shape, impl):
+def test_dense_forward(benchmark, record_rates, threads, request, shape, impl):
     batch, n_in, units = shape
     x, w, b, _ = _layer(batch, n_in, units)
     if impl == "torch":
@@ -44,12 +39,12 @@ def test_dense_forward(benchmark, threads, request, shape, impl):
         kernels = KERNELS[impl]
         a, z = np.empty((batch, units), np.float32), np.empty((batch, units), np.float32)
         benchmark(lambda: kernels.dense_forward(x, w, b, "relu", out=a, z_out=z))
-    _record_gflops(benchmark, 2.0 * batch * n_in * units)
+    record_rates(benchmark, gflops=2.0 * batch * n_in * units / 1e9)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("impl", IMPLS)
-def test_dense_backward(benchmark, threads, request, shape, impl):
+def test_dense_backward(benchmark, record_rates, threads, request, shape, impl):
     batch, n_in, units = shape
     x, w, b, g = _layer(batch, n_in, units)
     if impl == "torch":
@@ -69,4 +64,4 @@ def test_dense_backward(benchmark, threads, request, shape, impl):
         dz = np.empty_like(a)
         benchmark(lambda: kernels.dense_backward(x, w, z, a, g, "relu", grad_w=gw, grad_b=gb,
                                                  grad_x=gx, dz_out=dz))
-    _record_gflops(benchmark, 4.0 * batch * n_in * units)
+    record_rates(benchmark, gflops=4.0 * batch * n_in * units / 1e9)

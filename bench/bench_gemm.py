@@ -20,14 +20,9 @@ def _operands(m, k, n, trans_a, trans_b, dtype=np.float32):
     return a, b
 
 
-def _record_gflops(benchmark, flops):
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        benchmark.extra_info["gflops"] = flops / benchmark.stats["median"] / 1e9
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("impl", ["cnn_core", "numpy"])
-def test_gemm_nn(benchmark, threads, shape, impl):
+def test_gemm_nn(benchmark, record_rates, threads, shape, impl):
     m, k, n = shape
     a, b = _operands(m, k, n, False, False)
     out = np.empty((m, n), np.float32)
@@ -35,12 +30,12 @@ def test_gemm_nn(benchmark, threads, shape, impl):
         benchmark(lambda: cnn_core.gemm(a, b, out=out))
     else:
         benchmark(lambda: np.matmul(a, b, out=out))
-    _record_gflops(benchmark, 2.0 * m * n * k)
+    record_rates(benchmark, gflops=2.0 * m * n * k / 1e9)
 
 
 @pytest.mark.parametrize("trans", ["TN", "NT"])
 @pytest.mark.parametrize("impl", ["cnn_core", "numpy"])
-def test_gemm_backprop_transposes(benchmark, threads, trans, impl):
+def test_gemm_backprop_transposes(benchmark, record_rates, threads, trans, impl):
     """The shapes backprop of a 784x128 layer at batch 64 needs: dW = x^T dz, dx = dz W^T."""
     ta, tb = TRANSPOSES[trans]
     m, k, n = (784, 64, 128) if trans == "TN" else (64, 128, 784)
@@ -51,4 +46,4 @@ def test_gemm_backprop_transposes(benchmark, threads, trans, impl):
         benchmark(lambda: cnn_core.gemm(a, b, trans_a=ta, trans_b=tb, out=out))
     else:
         benchmark(lambda: np.matmul(opa, opb, out=out))
-    _record_gflops(benchmark, 2.0 * m * n * k)
+    record_rates(benchmark, gflops=2.0 * m * n * k / 1e9)

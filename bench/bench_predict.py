@@ -32,7 +32,7 @@ def _inputs(n):
 
 @pytest.mark.parametrize("samples", SAMPLES)
 @pytest.mark.parametrize("impl", IMPLS)
-def test_predict(benchmark, threads, request, samples, impl):
+def test_predict(benchmark, record_rates, threads, request, samples, impl):
     x = _inputs(samples)
     if impl == "torch":
         torch = request.getfixturevalue("torch_threads")
@@ -49,5 +49,4 @@ def test_predict(benchmark, threads, request, samples, impl):
         model = _pynn_model(HIDDEN, impl)
         model.predict(x, verbose=0)  # builds (and caches) the compiled predictor
         benchmark(lambda: model.predict(x, verbose=0))
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        benchmark.extra_info["samples_per_s"] = samples / benchmark.stats["median"]
+    record_rates(benchmark, samples_per_s=samples)

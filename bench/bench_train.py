@@ -34,14 +34,6 @@ def _data(n):
     return _synthetic_mnist(n)
 
 
-def _record(benchmark, samples, hidden):
-    if benchmark.stats is None:  # --benchmark-disable
-        return
-    median = benchmark.stats["median"]
-    benchmark.extra_info["samples_per_s"] = samples / median
-    benchmark.extra_info["gflops"] = _model_flops_per_sample(hidden) * samples / median / 1e9
-
-
 def _torch_setup(torch, hidden):
     model = _torch_model(hidden)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
@@ -50,7 +42,7 @@ def _torch_setup(torch, hidden):
 
 @pytest.mark.parametrize("model", TRAIN_MODELS, ids=MODEL_IDS)
 @pytest.mark.parametrize("impl", ["cnn_core", "numpy", pytest.param("torch", marks=TORCH)])
-def test_train_step(benchmark, threads, request, model, impl):
+def test_train_step(benchmark, record_rates, threads, request, model, impl):
     _, hidden, batch = model
     x, y = _data(EPOCH_SAMPLES)
     x, y = x[:batch], y[:batch]
@@ -72,7 +64,8 @@ def test_train_step(benchmark, threads, request, model, impl):
         pm = _pynn_model(hidden, impl)
         pm.train_on_batch(x, y)  # builds the optimizer slots
         benchmark(lambda: pm.train_on_batch(x, y))
-    _record(benchmark, batch, hidden)
+    record_rates(benchmark, samples_per_s=batch,
+                 gflops=_model_flops_per_sample(hidden) * batch / 1e9)
 
 
 def _epoch_cases():
@@ -87,7 +80,7 @@ def _epoch_cases():
 
 
 @pytest.mark.parametrize("model,impl", _epoch_cases())
-def test_fit_epoch(benchmark, threads, request, model, impl):
+def test_fit_epoch(benchmark, record_rates, threads, request, model, impl):
     _, hidden, batch = model
     x, y = _data(EPOCH_SAMPLES)
     warm = batch * 4
@@ -102,4 +95,5 @@ def test_fit_epoch(benchmark, threads, request, model, impl):
         pm.fit(x[:warm], y[:warm], batch_size=batch, epochs=1, verbose=0)
         benchmark.pedantic(pm.fit, args=(x, y), rounds=3, iterations=1,
                            kwargs=dict(batch_size=batch, epochs=1, verbose=0))
-    _record(benchmark, x.shape[0], hidden)
+    record_rates(benchmark, samples_per_s=x.shape[0],
+                 gflops=_model_flops_per_sample(hidden) * x.shape[0] / 1e9)

@@ -30,3 +30,15 @@ def torch_threads(threads):
     torch.set_num_threads(threads)
     yield torch
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def record_rates():
+    """record_rates(benchmark, name=amount, ...): extra_info[name] = amount per second of the
+    median call (nothing under --benchmark-disable, where there are no stats)."""
+    def record(benchmark, **amounts):
+        if benchmark.stats is None:
+            return
+        for name, amount in amounts.items():
+            benchmark.extra_info[name] = amount / benchmark.stats["median"]
+    return record

@@ -82,24 +82,51 @@ typedef struct {                                                                
     T param;                                                                                 \
 } cnn_epilogue_##N;                                                                          \
                                                                                              \
+/* rows x width block, source rows `stride` apart -> dst rows packed `width` apart. The tile \
+ * widths get a constant count, so each row is a few vector moves, not a memcpy call. */     \
+static inline void cnn_copy_rows_##N(const T *src, int64_t stride, int64_t rows, int width, \
+                                     T *dst) {                                               \
+    switch (width) {                                                                         \
+    case 6:                                                                                  \
+        for (int64_t r = 0; r < rows; r++)                                                   \
+            for (int j = 0; j < 6; j++) dst[r * 6 + j] = src[r * stride + j];                \
+        return;                                                                              \
+    case 8:                                                                                  \
+        for (int64_t r = 0; r < rows; r++)                                                   \
+            for (int j = 0; j < 8; j++) dst[r * 8 + j] = src[r * stride + j];                \
+        return;                                                                              \
+    case 16:                                                                                 \
+        for (int64_t r = 0; r < rows; r++)                                                   \
+            for (int j = 0; j < 16; j++) dst[r * 16 + j] = src[r * stride + j];              \
+        return;                                                                              \
+    case 32:                                                                                 \
+        for (int64_t r = 0; r < rows; r++)                                                   \
+            for (int j = 0; j < 32; j++) dst[r * 32 + j] = src[r * stride + j];              \
+        return;                                                                              \
+    default:                                                                                 \
+        for (int64_t r = 0; r < rows; r++)                                                   \
+            memcpy(dst + r * width, src + r * stride, (size_t)width * sizeof(T));            \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
 /* A rows [row0, row0+m) x cols [col0, col0+kc) -> k-major micro-panel of MR rows. */        \
-static inline void cnn_pack_a_panel_##N(const T *A, int64_t rs_a, int64_t cs_a, int64_t m,  \
-                                        int64_t kc, int mr, T *dst) {                        \
+static inline void cnn_pack_a_panel_##N(const cnn_gemm_ctx_##N *ctx, const T *A,            \
+                                        int64_t rs_a, int64_t cs_a, int64_t m, int64_t kc,   \
+                                        T *dst) {                                            \
+    const int mr = ctx->mr;                                                                  \
+    if (m == mr && cs_a == 1 && ctx->pack_a != NULL) {                                       \
+        ctx->pack_a(A, rs_a, kc, mr, dst); /* rows contiguous in k: register transposes */   \
+        return;                                                                              \
+    }                                                                                        \
+    if (m == mr && rs_a == 1) {                                                              \
+        cnn_copy_rows_##N(A, cs_a, kc, mr, dst); /* transposed A (dW = x^T dz) */            \
+        return;                                                                              \
+    }                                                                                        \
     if (cs_a == 1) {                                                                         \
         for (int64_t i = 0; i < m; i++) {                                                    \
             const T *src = A + i * rs_a;                                                     \
             for (int64_t k = 0; k < kc; k++) dst[k * mr + i] = src[k];                       \
         }                                                                                    \
-    } else if (rs_a == 1 && m == mr && (mr == 6 || mr == 8)) {                               \
-        /* Transposed A (dW = x^T dz): MR contiguous values per k; a constant count lets */ \
-        /* the compiler copy each with a vector move.                                     */ \
-        if (mr == 6)                                                                         \
-            for (int64_t k = 0; k < kc; k++)                                                 \
-                for (int i = 0; i < 6; i++) dst[k * 6 + i] = A[k * cs_a + i];                \
-        else                                                                                 \
-            for (int64_t k = 0; k < kc; k++)                                                 \
-                for (int i = 0; i < 8; i++) dst[k * 8 + i] = A[k * cs_a + i];                \
-        return;                                                                              \
     } else {                                                                                 \
         for (int64_t k = 0; k < kc; k++) {                                                   \
             const T *src = A + k * cs_a;                                                     \
@@ -111,16 +138,15 @@ static inline void cnn_pack_a_panel_##N(const T *A, int64_t rs_a, int64_t cs_a, 
 }                                                                                            \
                                                                                              \
 /* B rows [row0, row0+kc) x cols [col0, col0+n) -> k-major micro-panel of NR columns. */     \
-static inline void cnn_pack_b_panel_##N(const T *B, int64_t rs_b, int64_t cs_b, int64_t n,  \
-                                        int64_t kc, int nr, T *dst) {                        \
-    if (cs_b == 1 && n == nr && (nr == 16 || nr == 32)) {                                    \
-        /* A constant row length: vector moves, not a memcpy call per row. */                \
-        if (nr == 16)                                                                        \
-            for (int64_t k = 0; k < kc; k++)                                                 \
-                for (int j = 0; j < 16; j++) dst[k * 16 + j] = B[k * rs_b + j];              \
-        else                                                                                 \
-            for (int64_t k = 0; k < kc; k++)                                                 \
-                for (int j = 0; j < 32; j++) dst[k * 32 + j] = B[k * rs_b + j];              \
+static inline void cnn_pack_b_panel_##N(const cnn_gemm_ctx_##N *ctx, const T *B,            \
+                                        int64_t rs_b, int64_t cs_b, int64_t n, int64_t kc,   \
+                                        T *dst) {                                            \
+    const int nr = ctx->nr;                                                                  \
+    if (n == nr && cs_b == 1) {                                                              \
+        cnn_copy_rows_##N(B, rs_b, kc, nr, dst);                                             \
+    } else if (n == nr && rs_b == 1 && ctx->pack_t8 != NULL) {                               \
+        /* Transposed B (dx = dz W^T): columns contiguous in k, 8 at a time. */              \
+        for (int g = 0; g < nr; g += 8) ctx->pack_t8(B + g * cs_b, cs_b, kc, nr, dst + g);   \
     } else if (cs_b == 1) {                                                                  \
         for (int64_t k = 0; k < kc; k++) {                                                   \
             memcpy(dst + k * nr, B + k * rs_b, (size_t)n * sizeof(T));                       \
@@ -213,30 +239,17 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                 const int64_t n_panels = cnn_ceil_div(nc, nr);                               \
                 _Pragma("omp for schedule(static)")                                          \
                 for (int64_t q = 0; q < n_panels; q++)                                       \
-                {                                                                            \
-                    const T *src = B + pc * rs_b + (jc + q * nr) * cs_b;                     \
-                    const int64_t n = cnn_min64(nr, nc - q * nr);                            \
-                    if (rs_b == 1 && n == nr && ctx->pack_t8 != NULL) {                      \
-                        /* Transposed B: its columns are contiguous in k. */                 \
-                        for (int g = 0; g < nr; g += 8)                                      \
-                            ctx->pack_t8(src + g * cs_b, cs_b, kc, nr, b_pack + q * nr * kc + g); \
-                    } else {                                                                 \
-                        cnn_pack_b_panel_##N(src, rs_b, cs_b, n, kc, nr, b_pack + q * nr * kc); \
-                    }                                                                        \
-                }                                                                            \
+                    cnn_pack_b_panel_##N(ctx, B + pc * rs_b + (jc + q * nr) * cs_b, rs_b,    \
+                                         cs_b, cnn_min64(nr, nc - q * nr), kc,               \
+                                         b_pack + q * nr * kc);                              \
                 for (int64_t ic = 0; ic < M; ic += mb) {                                     \
                     const int64_t mc = cnn_min64(mb, M - ic);                                \
                     const int64_t m_panels = cnn_ceil_div(mc, mr);                           \
                     _Pragma("omp for schedule(static)")                                      \
-                    for (int64_t p = 0; p < m_panels; p++) {                                 \
-                        const T *src = A + (ic + p * mr) * rs_a + pc * cs_a;                 \
-                        const int64_t m = cnn_min64(mr, mc - p * mr);                        \
-                        if (cs_a == 1 && m == mr && ctx->pack_a != NULL)                     \
-                            ctx->pack_a(src, rs_a, kc, mr, a_pack + p * mr * kc);            \
-                        else                                                                 \
-                            cnn_pack_a_panel_##N(src, rs_a, cs_a, m, kc, mr,                 \
-                                                 a_pack + p * mr * kc);                      \
-                    }                                                                        \
+                    for (int64_t p = 0; p < m_panels; p++)                                   \
+                        cnn_pack_a_panel_##N(ctx, A + (ic + p * mr) * rs_a + pc * cs_a, rs_a, \
+                                             cs_a, cnn_min64(mr, mc - p * mr), kc,           \
+                                             a_pack + p * mr * kc);                          \
                     _Pragma("omp for collapse(2) schedule(static)")                          \
                     for (int64_t q = 0; q < n_panels; q++) {                                 \
                         for (int64_t p = 0; p < m_panels; p++) {                             \

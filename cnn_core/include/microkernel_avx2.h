@@ -8,63 +8,23 @@
 #include <stdint.h>
 #include <immintrin.h>
 #include "blocksizes.h"
+#include "microkernel_tile.h"
 
 #define CNN_AVX2_TARGET __attribute__((target("avx2,fma")))
-
-/* The tile body for ROWS rows of C (ROWS <= MR; the A panel is always packed MR wide).
- * V: vector type, SFX: intrinsic suffix (ps/pd), W: lanes. Every variant does the same
- * FMAs in the same order per element, so a row's result never depends on the tile height. */
-#define CNN_AVX2_TILE_BODY(T, V, SFX, W, MR, ROWS)                                           \
-    V acc0[ROWS], acc1[ROWS];                                                               \
-    _Pragma("GCC unroll 8")                                                                 \
-    for (int i = 0; i < ROWS; i++) {                                                        \
-        /* The C tile is needed only after the k loop: start fetching its rows now. */      \
-        _mm_prefetch((const char *)(c + i * rs_c), _MM_HINT_T0);                            \
-        _mm_prefetch((const char *)(c + i * rs_c + 2 * W - 1), _MM_HINT_T0);                \
-        acc0[i] = _mm256_setzero_##SFX();                                                   \
-        acc1[i] = _mm256_setzero_##SFX();                                                   \
-    }                                                                                       \
-    _Pragma("GCC unroll 2")                                                                 \
-    for (int64_t p = 0; p < k; p++) {                                                       \
-        const V b0 = _mm256_loadu_##SFX(b);                                                 \
-        const V b1 = _mm256_loadu_##SFX(b + W);                                            \
-        _Pragma("GCC unroll 8")                                                             \
-        for (int i = 0; i < ROWS; i++) {                                                    \
-            const V ai = _mm256_set1_##SFX(a[i]);                                           \
-            acc0[i] = _mm256_fmadd_##SFX(ai, b0, acc0[i]);                                  \
-            acc1[i] = _mm256_fmadd_##SFX(ai, b1, acc1[i]);                                  \
-        }                                                                                   \
-        a += MR;                                                                            \
-        b += ldb;                                                                           \
-    }                                                                                       \
-    const V va = _mm256_set1_##SFX(alpha);                                                  \
-    const V vb = _mm256_set1_##SFX(beta);                                                   \
-    _Pragma("GCC unroll 8")                                                                 \
-    for (int i = 0; i < ROWS; i++) {                                                        \
-        T *ci = c + i * rs_c;                                                               \
-        V r0 = _mm256_mul_##SFX(va, acc0[i]);                                               \
-        V r1 = _mm256_mul_##SFX(va, acc1[i]);                                               \
-        if (beta != 0) {                                                                    \
-            r0 = _mm256_add_##SFX(r0, _mm256_mul_##SFX(vb, _mm256_loadu_##SFX(ci)));        \
-            r1 = _mm256_add_##SFX(r1, _mm256_mul_##SFX(vb, _mm256_loadu_##SFX(ci + W)));    \
-        }                                                                                   \
-        _mm256_storeu_##SFX(ci, r0);                                                        \
-        _mm256_storeu_##SFX(ci + W, r1);                                                    \
-    }
 
 #define CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, ROWS)                                    \
 CNN_AVX2_TARGET                                                                             \
 static void cnn_ukr_avx2_##N##_rows##ROWS(int64_t k, const T *restrict a,                   \
                                           const T *restrict b, int64_t ldb,                 \
                                           T *restrict c, int64_t rs_c, T alpha, T beta) {   \
-    CNN_AVX2_TILE_BODY(T, V, SFX, W, MR, ROWS)                                              \
+    CNN_SIMD_TILE_BODY(_mm256, T, V, SFX, W, MR, ROWS)                                      \
 }
 
 #define CNN_DEFINE_AVX2_UKR(T, N, V, SFX, W, MR)                                            \
 CNN_AVX2_TARGET                                                                             \
 static void cnn_ukr_avx2_##N(int64_t k, const T *restrict a, const T *restrict b,          \
                              int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) {   \
-    CNN_AVX2_TILE_BODY(T, V, SFX, W, MR, MR)                                                \
+    CNN_SIMD_TILE_BODY(_mm256, T, V, SFX, W, MR, MR)                                        \
 }                                                                                           \
 CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 1)                                               \
 CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 2)                                               \

@@ -4,6 +4,8 @@ The compiled kernels assume valid input; everything a user can get wrong is caug
 turned into a ``TypeError`` (wrong type or dtype) or ``ValueError`` (shape, ndim, emptiness,
 label range, unknown name) whose message names the argument and what was wrong with it.
 """
+import math
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -55,7 +57,7 @@ def check_contiguous(x, name):
 
 def check_out(out, name, shape, dtype, contiguous=True):
     """Validate a caller-provided output buffer, or allocate one when ``out`` is None."""
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(map(int, shape))
     if out is None:
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
@@ -81,7 +83,7 @@ def check_finite_scalar(value, name):
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
 

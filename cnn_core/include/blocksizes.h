@@ -68,6 +68,21 @@
 #ifndef CNN_AVX2_F64_MB
 #define CNN_AVX2_F64_MB 72
 #endif
+/* Rows of A up to which each thread packs its own A block and B micro-panels (the private,
+ * barrier-free path of small batches): the MB_PRIVATE x KB block must stay in L2 beside the
+ * streaming B. */
+#ifndef CNN_AVX512_F32_MB_PRIVATE
+#define CNN_AVX512_F32_MB_PRIVATE 512
+#endif
+#ifndef CNN_AVX512_F64_MB_PRIVATE
+#define CNN_AVX512_F64_MB_PRIVATE 256
+#endif
+#ifndef CNN_AVX2_F32_MB_PRIVATE
+#define CNN_AVX2_F32_MB_PRIVATE 264
+#endif
+#ifndef CNN_AVX2_F64_MB_PRIVATE
+#define CNN_AVX2_F64_MB_PRIVATE 132
+#endif
 /* The portable kernel uses the AVX2 blocks (its tiles are smaller still). */
 #define CNN_REF_F32_KB CNN_AVX2_F32_KB
 #define CNN_REF_F32_NB CNN_AVX2_F32_NB
@@ -75,6 +90,8 @@
 #define CNN_REF_F64_KB CNN_AVX2_F64_KB
 #define CNN_REF_F64_NB CNN_AVX2_F64_NB
 #define CNN_REF_F64_MB CNN_AVX2_F64_MB
+#define CNN_REF_F32_MB_PRIVATE CNN_AVX2_F32_MB_PRIVATE
+#define CNN_REF_F64_MB_PRIVATE CNN_AVX2_F64_MB_PRIVATE
 
 /* Below this many flops (2*M*N*K) a GEMM runs on one thread: waking others costs more. */
 #define CNN_GEMM_MIN_FLOPS_PER_THREAD 400000.0

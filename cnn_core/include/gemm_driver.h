@@ -3,14 +3,20 @@
  *   C = alpha * A B + beta * C, A: M x K, B: K x N, C: M x N, each with arbitrary
  *   row/column strides (so transposes and views need no copy: they are only strides).
  *
- * Loops, outer to inner (BLIS's order):
- *   pc over K in equal blocks <= KB        (the only loop that accumulates into C)
+ * Two loop nests, both over the same equal K blocks (<= KB, fixed by the shape):
+ * - private (batches: each thread's rows of A fit one L2-sized block, MB_PRIVATE): threads
+ *   own rectangles of C and pack their own A block and B micro-panels. The first tile of a
+ *   column reads B in place and packs it on the way (copyb kernels); the next ones read the
+ *   packed copy from L1. No data is shared and no barrier runs inside the GEMM.
+ * - shared (large M), BLIS's order:
+ *   pc over K blocks                       (the only loop that accumulates into C)
  *   jc over N in blocks <= NB: pack the KB x NB block of B into NR-column micro-panels (L3)
  *   ic over M in blocks <= MB: pack the MB x KB block of A into MR-row micro-panels (L2)
  *   (q, p) over the NR-column and MR-row micro-panels: micro-kernel; one B micro-panel
  *          stays in L1 while the A micro-panels stream past it.
  * Threads split packing and tiles, never K: every element of C is summed by one thread in
- * the same order whatever the thread count, so results are bitwise reproducible.
+ * the same order whatever the path and the thread count, so results are bitwise
+ * reproducible.
  *
  * An optional epilogue runs on each tile right after its last K block, while it is in L1:
  * bias add, copy of the pre-activation z, elementwise activation (dense forward). */
@@ -39,6 +45,34 @@ static inline int64_t cnn_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / 
 static inline int64_t cnn_round_up(int64_t a, int64_t b) { return cnn_ceil_div(a, b) * b; }
 static inline int64_t cnn_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+/* Rows of C in micro-panels of MR, except a short tail: a tile of r rows keeps only 2r
+ * accumulator chains in flight, and below 8 (two FMA pipes x 4 cycles of latency) it runs
+ * below peak. So r < 4 left rows are merged with the last full panel and the two are split
+ * evenly (6 + 2 -> 4 + 4, 6 + 1 -> 4 + 3). A row's result does not depend on its tile's
+ * height, so this changes the speed only, never the bits. */
+static inline int64_t cnn_row_panel_count(int64_t M, int mr) { return cnn_ceil_div(M, mr); }
+
+static inline void cnn_row_panel(int64_t M, int mr, int64_t p, int64_t *row0, int64_t *m) {
+    const int64_t full = M / mr, r = M % mr;
+    if (r == 0 || r >= 4 || full == 0 || p < full - 1) {
+        *row0 = p * mr;
+        *m = cnn_min64(mr, M - *row0);
+    } else {
+        const int64_t first = (mr + r + 1) / 2; /* the last two panels: first + (mr + r - first) */
+        *row0 = (full - 1) * mr + (p == full ? first : 0);
+        *m = p == full ? mr + r - first : first;
+    }
+}
+
+/* Threads along M (tp) for a private-rectangles GEMM of nt threads: the rest go along N, as
+ * many as there are NR-column panels (the largest divisor of nt that fits). */
+static inline int cnn_rows_split(int nt, int64_t q_panels) {
+    int tq = 1;
+    for (int d = 1; d <= nt; d++)
+        if (nt % d == 0 && d <= q_panels) tq = d;
+    return nt / tq;
+}
+
 /* Packed blocks live in one buffer per calling thread, grown on demand and reused:
  * no allocation per call once the largest shape has been seen. */
 static __thread void *cnn_ws_ptr = NULL;
@@ -62,13 +96,17 @@ typedef void (*cnn_ukr_rows_##N##_t)(int, int64_t, const T *, const T *, int64_t
                                      T, T);                                                  \
 typedef void (*cnn_gemv_##N##_t)(int64_t, const T *, int64_t, const T *, int64_t, int64_t, T *, \
                                  T, T);                                                      \
-typedef void (*cnn_pack_t_##N##_t)(const T *, int64_t, int64_t, int64_t, T *);              \
+typedef void (*cnn_ukr_copyb_##N##_t)(int, int64_t, const T *, const T *, int64_t, T *, T *, \
+                                      int64_t, T, T);                                        \
+typedef void (*cnn_pack_t_##N##_t)(const T *, int64_t, int, int64_t, int64_t, T *);         \
                                                                                              \
 typedef struct {                                                                             \
     int mr, nr;                                                                              \
     int64_t mb, kb, nb;                                                                      \
+    int64_t mb_private; /* most rows of A one thread packs for itself (private path) */      \
     cnn_ukr_##N##_t ukr;                                                                     \
     cnn_ukr_rows_##N##_t ukr_rows; /* first m < mr rows of a tile, or NULL */                \
+    cnn_ukr_copyb_##N##_t ukr_copyb; /* m <= mr rows, B read in place and packed, or NULL */  \
     cnn_gemv_##N##_t gemv;         /* M == 1 with contiguous B and C rows, or NULL */        \
     cnn_pack_t_##N##_t pack_a;     /* MR rows contiguous in k -> k-major (A panel), or NULL */ \
     cnn_pack_t_##N##_t pack_t8;    /* 8 rows contiguous in k -> k-major (B^T panel), or NULL */ \
@@ -114,8 +152,8 @@ static inline void cnn_pack_a_panel_##N(const cnn_gemm_ctx_##N *ctx, const T *A,
                                         int64_t rs_a, int64_t cs_a, int64_t m, int64_t kc,   \
                                         T *dst) {                                            \
     const int mr = ctx->mr;                                                                  \
-    if (m == mr && cs_a == 1 && ctx->pack_a != NULL) {                                       \
-        ctx->pack_a(A, rs_a, kc, mr, dst); /* rows contiguous in k: register transposes */   \
+    if (cs_a == 1 && ctx->pack_a != NULL) {                                                  \
+        ctx->pack_a(A, rs_a, (int)m, kc, mr, dst); /* rows contiguous in k: transposes */    \
         return;                                                                              \
     }                                                                                        \
     if (m == mr && rs_a == 1) {                                                              \
@@ -146,7 +184,7 @@ static inline void cnn_pack_b_panel_##N(const cnn_gemm_ctx_##N *ctx, const T *B,
         cnn_copy_rows_##N(B, rs_b, kc, nr, dst);                                             \
     } else if (n == nr && rs_b == 1 && ctx->pack_t8 != NULL) {                               \
         /* Transposed B (dx = dz W^T): columns contiguous in k, 8 at a time. */              \
-        for (int g = 0; g < nr; g += 8) ctx->pack_t8(B + g * cs_b, cs_b, kc, nr, dst + g);   \
+        for (int g = 0; g < nr; g += 8) ctx->pack_t8(B + g * cs_b, cs_b, 8, kc, nr, dst + g); \
     } else if (cs_b == 1) {                                                                  \
         for (int64_t k = 0; k < kc; k++) {                                                   \
             memcpy(dst + k * nr, B + k * rs_b, (size_t)n * sizeof(T));                       \
@@ -193,6 +231,163 @@ static void cnn_gemm_scale_only_##N(int64_t M, int64_t Nn, T beta, T *C, int64_t
     if (ep != NULL) cnn_epilogue_tile_##N(ep, C, rs_c, 0, 0, M, Nn);                         \
 }                                                                                            \
                                                                                              \
+/* One tile of C, m x n at c, from a packed A micro-panel and a packed B micro-panel, then the \
+ * epilogue when this was the last K block. */                                               \
+static inline void cnn_gemm_tile_##N(const cnn_gemm_ctx_##N *ctx, int64_t kc, const T *ap,  \
+                                     const T *bp, T *c, int64_t rs_c, int64_t cs_c,          \
+                                     int64_t m, int64_t n, T alpha, T beta_k,                \
+                                     const cnn_epilogue_##N *ep, int64_t row0, int64_t col0, \
+                                     T *edge_tile) {                                         \
+    const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    if (m == mr && n == nr && cs_c == 1) {                                                   \
+        ctx->ukr(kc, ap, bp, nr, c, rs_c, alpha, beta_k);                                    \
+    } else if (n == nr && cs_c == 1 && ctx->ukr_rows != NULL) {                              \
+        ctx->ukr_rows((int)m, kc, ap, bp, nr, c, rs_c, alpha, beta_k);                       \
+    } else {                                                                                 \
+        /* Edge tile: same kernel into a scratch tile, then the same alpha/beta arithmetic */ \
+        /* as the kernel's write-back. */                                                    \
+        ctx->ukr(kc, ap, bp, nr, edge_tile, nr, alpha, (T)0);                                \
+        for (int64_t i = 0; i < m; i++)                                                      \
+            for (int64_t j = 0; j < n; j++) {                                                \
+                T *cij = c + i * rs_c + j * cs_c;                                            \
+                const T t = edge_tile[i * nr + j];                                           \
+                *cij = beta_k == 0 ? t : t + beta_k * *cij;                                  \
+            }                                                                                \
+    }                                                                                        \
+    if (ep != NULL) cnn_epilogue_tile_##N(ep, c, rs_c, row0, col0, m, n);                    \
+}                                                                                            \
+                                                                                             \
+/* Packs the A micro-panels [p0, p1) of the rows of C (see cnn_row_panel) for K block pc. */ \
+static inline void cnn_pack_a_panels_##N(const cnn_gemm_ctx_##N *ctx, const T *A,           \
+                                         int64_t rs_a, int64_t cs_a, int64_t M, int64_t p0,  \
+                                         int64_t p1, int64_t pc, int64_t kc, T *a_pack) {    \
+    for (int64_t p = p0; p < p1; p++) {                                                      \
+        int64_t row0, m;                                                                     \
+        cnn_row_panel(M, ctx->mr, p, &row0, &m);                                             \
+        cnn_pack_a_panel_##N(ctx, A + row0 * rs_a + pc * cs_a, rs_a, cs_a, m, kc,            \
+                             a_pack + (p - p0) * ctx->mr * kc);                              \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+/* Small M (every thread's rows fit one L2-sized A block): threads own rectangles of C,     \
+ * tq along N times tp along M, and pack their own A rows and B micro-panels, so nothing is  \
+ * shared and no barrier runs inside the GEMM. Each B micro-panel is packed into an L1-sized  \
+ * buffer right before the A panels stream past it: the packed copy never leaves L1, where   \
+ * the shared path writes a whole B block to L2/L3 and reads it back. */                     \
+static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn,        \
+                                 int64_t K, int64_t kb, T alpha, const T *A, int64_t rs_a,   \
+                                 int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,       \
+                                 T beta, T *C, int64_t rs_c, int64_t cs_c,                   \
+                                 const cnn_epilogue_##N *ep, int nt, int tp,                 \
+                                 int64_t chunk_panels, T *ws, int64_t ws_per_thread) {       \
+    const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, nr);   \
+    const int tq = nt / tp;                                                                  \
+    _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
+    {                                                                                        \
+        T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
+        const int t = omp_get_thread_num();                                                  \
+        const int64_t p0 = p_panels * (t / tq) / tp, p1 = p_panels * (t / tq + 1) / tp;      \
+        const int64_t q0 = q_panels * (t % tq) / tq, q1 = q_panels * (t % tq + 1) / tq;      \
+        const int64_t n_chunks = cnn_ceil_div(p1 - p0, chunk_panels);                        \
+        T *a_pack = ws + t * ws_per_thread;                                                  \
+        T *b_pack = a_pack + cnn_round_up(chunk_panels * mr * kb, 16);                       \
+        for (int64_t pc = 0; pc < K && p0 < p1 && q0 < q1; pc += kb)                         \
+        for (int64_t ch = 0; ch < n_chunks; ch++) {                                          \
+            const int64_t c0 = p0 + (p1 - p0) * ch / n_chunks;                               \
+            const int64_t c1 = p0 + (p1 - p0) * (ch + 1) / n_chunks;                         \
+            const int64_t kc = cnn_min64(kb, K - pc);                                        \
+            const T beta_k = pc == 0 ? beta : (T)1;                                          \
+            const cnn_epilogue_##N *ep_k = pc + kc >= K ? ep : NULL;                         \
+            cnn_pack_a_panels_##N(ctx, A, rs_a, cs_a, M, c0, c1, pc, kc, a_pack);            \
+            for (int64_t q = q0; q < q1; q++) {                                              \
+                const int64_t col0 = q * nr, n = cnn_min64(nr, Nn - col0);                   \
+                const T *b_src = B + pc * rs_b + col0 * cs_b;                                \
+                int64_t p = c0;                                                              \
+                if (n == nr && cs_b == 1 && cs_c == 1 && ctx->ukr_copyb != NULL) {           \
+                    /* First tile: B read in place and packed on the way, for the others. */ \
+                    int64_t row0, m;                                                         \
+                    cnn_row_panel(M, mr, p, &row0, &m);                                      \
+                    T *c = C + row0 * rs_c + col0;                                           \
+                    ctx->ukr_copyb((int)m, kc, a_pack, b_src, rs_b, b_pack, c, rs_c, alpha,  \
+                                   beta_k);                                                  \
+                    if (ep_k != NULL) cnn_epilogue_tile_##N(ep_k, c, rs_c, row0, col0, m, n); \
+                    p++;                                                                     \
+                } else {                                                                     \
+                    cnn_pack_b_panel_##N(ctx, b_src, rs_b, cs_b, n, kc, b_pack);             \
+                }                                                                            \
+                /* While this column's tiles run, fetch the next column's B rows into L2 */  \
+                /* (a slice per tile): its first tile reads them in place, rows ldb apart,   */ \
+                /* a new page each when ldb is 4 KiB, which would stall on L3 otherwise.     */ \
+                const int fetch_next = q + 1 < q1 && cs_b == 1 && p < c1;                    \
+                const int64_t slice = fetch_next ? cnn_ceil_div(kc, c1 - p) : 0;             \
+                const T *next_b = b_src + nr;                                                \
+                for (int64_t f = 0; p < c1; p++, f += slice) {                               \
+                    for (int64_t r = f; r < cnn_min64(f + slice, kc); r++) {                 \
+                        __builtin_prefetch(next_b + r * rs_b, 0, 2);                         \
+                        __builtin_prefetch(next_b + r * rs_b + nr - 1, 0, 2);                \
+                    }                                                                        \
+                    int64_t row0, m;                                                         \
+                    cnn_row_panel(M, mr, p, &row0, &m);                                      \
+                    cnn_gemm_tile_##N(ctx, kc, a_pack + (p - c0) * mr * kc, b_pack,          \
+                                      C + row0 * rs_c + col0 * cs_c, rs_c, cs_c, m, n,       \
+                                      alpha, beta_k, ep_k, row0, col0, edge_tile);           \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+/* Large M: BLIS's loops, the packed A and B blocks shared by the threads. */                \
+static void cnn_gemm_shared_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn,         \
+                                int64_t K, int64_t kb, T alpha, const T *A, int64_t rs_a,    \
+                                int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,        \
+                                T beta, T *C, int64_t rs_c, int64_t cs_c,                    \
+                                const cnn_epilogue_##N *ep, int nt, int64_t mb, int64_t nb,  \
+                                T *a_pack, T *b_pack) {                                      \
+    const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
+    {                                                                                        \
+        T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
+        for (int64_t pc = 0; pc < K; pc += kb) {                                             \
+            const int64_t kc = cnn_min64(kb, K - pc);                                        \
+            const T beta_k = pc == 0 ? beta : (T)1;                                          \
+            const cnn_epilogue_##N *ep_k = pc + kc >= K ? ep : NULL;                         \
+            for (int64_t jc = 0; jc < Nn; jc += nb) {                                        \
+                const int64_t nc = cnn_min64(nb, Nn - jc);                                   \
+                const int64_t n_panels = cnn_ceil_div(nc, nr);                               \
+                _Pragma("omp for schedule(static)")                                          \
+                for (int64_t q = 0; q < n_panels; q++)                                       \
+                    cnn_pack_b_panel_##N(ctx, B + pc * rs_b + (jc + q * nr) * cs_b, rs_b,    \
+                                         cs_b, cnn_min64(nr, nc - q * nr), kc,               \
+                                         b_pack + q * nr * kc);                              \
+                for (int64_t ic = 0; ic < M; ic += mb) {                                     \
+                    const int64_t mc = cnn_min64(mb, M - ic);                                \
+                    const int64_t m_panels = cnn_row_panel_count(mc, mr);                    \
+                    _Pragma("omp for schedule(static)")                                      \
+                    for (int64_t p = 0; p < m_panels; p++)                                   \
+                        cnn_pack_a_panels_##N(ctx, A + ic * rs_a, rs_a, cs_a, mc, p, p + 1,  \
+                                              pc, kc, a_pack + p * mr * kc);                 \
+                    _Pragma("omp for collapse(2) schedule(static)")                          \
+                    for (int64_t q = 0; q < n_panels; q++) {                                 \
+                        for (int64_t p = 0; p < m_panels; p++) {                             \
+                            int64_t row0, m;                                                 \
+                            cnn_row_panel(mc, mr, p, &row0, &m);                             \
+                            row0 += ic;                                                      \
+                            const int64_t col0 = jc + q * nr;                                \
+                            cnn_gemm_tile_##N(ctx, kc, a_pack + p * mr * kc,                 \
+                                              b_pack + q * nr * kc,                          \
+                                              C + row0 * rs_c + col0 * cs_c, rs_c, cs_c, m,  \
+                                              cnn_min64(nr, nc - q * nr), alpha, beta_k,     \
+                                              ep_k, row0, col0, edge_tile);                  \
+                        }                                                                    \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
 /* Returns 0, or -1 when the workspace cannot be allocated. */                               \
 static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, int64_t K,  \
                             T alpha, const T *A, int64_t rs_a, int64_t cs_a,                 \
@@ -205,83 +400,43 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
         return 0;                                                                            \
     }                                                                                        \
     const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    /* Equal K blocks, fixed by the shape alone (never by the thread count): every element */ \
+    /* of C is summed in the same order on any path and any number of threads. */           \
+    const int64_t kb = cnn_ceil_div(K, cnn_ceil_div(K, ctx->kb));                            \
     if (M == 1 && cs_b == 1 && cs_c == 1 && ctx->gemv != NULL) {                             \
         /* One sample: no packing, no threads; same K blocks, so the same bits as a batch. */ \
-        const int64_t kb1 = cnn_ceil_div(K, cnn_ceil_div(K, ctx->kb));                       \
-        for (int64_t pc = 0; pc < K; pc += kb1)                                              \
-            ctx->gemv(cnn_min64(kb1, K - pc), A + pc * cs_a, cs_a, B + pc * rs_b, rs_b, Nn,  \
+        for (int64_t pc = 0; pc < K; pc += kb)                                               \
+            ctx->gemv(cnn_min64(kb, K - pc), A + pc * cs_a, cs_a, B + pc * rs_b, rs_b, Nn,   \
                       C, alpha, pc == 0 ? beta : (T)1);                                      \
         if (ep != NULL) cnn_epilogue_tile_##N(ep, C, rs_c, 0, 0, 1, Nn);                     \
         return 0;                                                                            \
     }                                                                                        \
-    /* Equal blocks, fixed by the shape alone (never by the thread count). */                \
-    const int64_t kb = cnn_ceil_div(K, cnn_ceil_div(K, ctx->kb));                            \
-    const int64_t mb = cnn_round_up(cnn_ceil_div(M, cnn_ceil_div(M, ctx->mb)), mr);          \
-    const int64_t nb = cnn_round_up(cnn_ceil_div(Nn, cnn_ceil_div(Nn, ctx->nb)), nr);        \
-    const int64_t a_elems = cnn_round_up(mb * kb, 16);                                       \
-    T *a_pack = (T *)cnn_gemm_workspace((size_t)(a_elems + nb * kb) * sizeof(T));            \
-    if (a_pack == NULL) return -1;                                                           \
-    T *b_pack = a_pack + a_elems;                                                            \
     const double flops = 2.0 * (double)M * (double)Nn * (double)K;                           \
     int nt = nthreads;                                                                       \
     if (flops < nt * CNN_GEMM_MIN_FLOPS_PER_THREAD)                                          \
         nt = (int)(flops / CNN_GEMM_MIN_FLOPS_PER_THREAD);                                   \
     if (nt < 1) nt = 1;                                                                      \
-    _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
-    {                                                                                        \
-        T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
-        for (int64_t pc = 0; pc < K; pc += kb) {                                             \
-            const int64_t kc = cnn_min64(kb, K - pc);                                        \
-            const T beta_k = pc == 0 ? beta : (T)1;                                          \
-            const int last_k = pc + kc >= K;                                                 \
-            for (int64_t jc = 0; jc < Nn; jc += nb) {                                        \
-                const int64_t nc = cnn_min64(nb, Nn - jc);                                   \
-                const int64_t n_panels = cnn_ceil_div(nc, nr);                               \
-                _Pragma("omp for schedule(static)")                                          \
-                for (int64_t q = 0; q < n_panels; q++)                                       \
-                    cnn_pack_b_panel_##N(ctx, B + pc * rs_b + (jc + q * nr) * cs_b, rs_b,    \
-                                         cs_b, cnn_min64(nr, nc - q * nr), kc,               \
-                                         b_pack + q * nr * kc);                              \
-                for (int64_t ic = 0; ic < M; ic += mb) {                                     \
-                    const int64_t mc = cnn_min64(mb, M - ic);                                \
-                    const int64_t m_panels = cnn_ceil_div(mc, mr);                           \
-                    _Pragma("omp for schedule(static)")                                      \
-                    for (int64_t p = 0; p < m_panels; p++)                                   \
-                        cnn_pack_a_panel_##N(ctx, A + (ic + p * mr) * rs_a + pc * cs_a, rs_a, \
-                                             cs_a, cnn_min64(mr, mc - p * mr), kc,           \
-                                             a_pack + p * mr * kc);                          \
-                    _Pragma("omp for collapse(2) schedule(static)")                          \
-                    for (int64_t q = 0; q < n_panels; q++) {                                 \
-                        for (int64_t p = 0; p < m_panels; p++) {                             \
-                            const int64_t m = cnn_min64(mr, mc - p * mr);                    \
-                            const int64_t n = cnn_min64(nr, nc - q * nr);                    \
-                            const int64_t row0 = ic + p * mr, col0 = jc + q * nr;            \
-                            T *c = C + row0 * rs_c + col0 * cs_c;                            \
-                            const T *ap = a_pack + p * mr * kc, *bp = b_pack + q * nr * kc;  \
-                            const int64_t ldb = nr;                                          \
-                            if (m == mr && n == nr && cs_c == 1) {                           \
-                                ctx->ukr(kc, ap, bp, ldb, c, rs_c, alpha, beta_k);                \
-                            } else if (n == nr && cs_c == 1 && ctx->ukr_rows != NULL) {      \
-                                ctx->ukr_rows((int)m, kc, ap, bp, ldb, c, rs_c, alpha, beta_k); \
-                            } else {                                                         \
-                                /* Edge tile: same kernel into a scratch tile, then the */   \
-                                /* same alpha/beta arithmetic as the kernel's write-back. */ \
-                                ctx->ukr(kc, ap, bp, ldb, edge_tile, nr, alpha, (T)0);            \
-                                for (int64_t i = 0; i < m; i++)                              \
-                                    for (int64_t j = 0; j < n; j++) {                        \
-                                        T *cij = c + i * rs_c + j * cs_c;                    \
-                                        const T t = edge_tile[i * nr + j];                   \
-                                        *cij = beta_k == 0 ? t : t + beta_k * *cij;          \
-                                    }                                                        \
-                            }                                                                \
-                            if (last_k && ep != NULL)                                        \
-                                cnn_epilogue_tile_##N(ep, c, rs_c, row0, col0, m, n);        \
-                        }                                                                    \
-                    }                                                                        \
-                }                                                                            \
-            }                                                                                \
-        }                                                                                    \
+    const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, nr);   \
+    const int tp = cnn_rows_split(nt, q_panels);                                             \
+    const int64_t rows_per_thread = cnn_ceil_div(p_panels, tp) * mr;                         \
+    if (rows_per_thread <= ctx->mb_private) {                            \
+        const int64_t panels_per_thread = cnn_ceil_div(p_panels, tp);                        \
+        const int64_t chunk_panels = cnn_ceil_div(panels_per_thread,                         \
+            cnn_ceil_div(panels_per_thread * mr, ctx->mb_private));                          \
+        const int64_t per_thread = cnn_round_up(cnn_round_up(chunk_panels * mr * kb, 16) + nr * kb, 16); \
+        T *ws = (T *)cnn_gemm_workspace((size_t)(per_thread * nt) * sizeof(T));              \
+        if (ws == NULL) return -1;                                                           \
+        cnn_gemm_private_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta,   \
+                             C, rs_c, cs_c, ep, nt, tp, chunk_panels, ws, per_thread);       \
+        return 0;                                                                            \
     }                                                                                        \
+    const int64_t mb = cnn_round_up(cnn_ceil_div(M, cnn_ceil_div(M, ctx->mb)), mr);          \
+    const int64_t nb = cnn_round_up(cnn_ceil_div(Nn, cnn_ceil_div(Nn, ctx->nb)), nr);        \
+    const int64_t a_elems = cnn_round_up(mb * kb, 16);                                       \
+    T *a_pack = (T *)cnn_gemm_workspace((size_t)(a_elems + nb * kb) * sizeof(T));            \
+    if (a_pack == NULL) return -1;                                                           \
+    cnn_gemm_shared_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta, C,     \
+                        rs_c, cs_c, ep, nt, mb, nb, a_pack, a_pack + a_elems);               \
     return 0;                                                                                \
 }
 
@@ -289,32 +444,36 @@ CNN_DEFINE_GEMM(float, f32)
 CNN_DEFINE_GEMM(double, f64)
 
 /* Every kernel family: its tile, its cache blocks and its entry points (BLIS's context). */
-#define CNN_CTX(ISA, ISA_UP, N, N_UP, ROWS, GEMV, PACK_A, PACK_T8)                            \
+#define CNN_CTX(ISA, ISA_UP, N, N_UP, ROWS, COPYB, GEMV, PACK_A, PACK_T8)                     \
     {CNN_##ISA_UP##_##N_UP##_MR, CNN_##ISA_UP##_##N_UP##_NR, CNN_##ISA_UP##_##N_UP##_MB,      \
-     CNN_##ISA_UP##_##N_UP##_KB, CNN_##ISA_UP##_##N_UP##_NB, cnn_ukr_##ISA##_##N, ROWS, GEMV,  \
+     CNN_##ISA_UP##_##N_UP##_KB, CNN_##ISA_UP##_##N_UP##_NB, CNN_##ISA_UP##_##N_UP##_MB_PRIVATE, \
+     cnn_ukr_##ISA##_##N, ROWS, COPYB, GEMV,                                                  \
      PACK_A, PACK_T8}
 
-static const cnn_gemm_ctx_f32 cnn_ctx_ref_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL, NULL);
-static const cnn_gemm_ctx_f64 cnn_ctx_ref_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL, NULL);
+static const cnn_gemm_ctx_f32 cnn_ctx_ref_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL, NULL, NULL);
+static const cnn_gemm_ctx_f64 cnn_ctx_ref_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL, NULL, NULL);
 #if CNN_HAVE_X86_KERNELS
 static const cnn_gemm_ctx_f32 cnn_ctx_avx2_f32 =
-    CNN_CTX(avx2, AVX2, f32, F32, cnn_ukr_avx2_f32_rows, cnn_gemv_avx2_f32,
+    CNN_CTX(avx2, AVX2, f32, F32, cnn_ukr_avx2_f32_rows, cnn_ukr_avx2_f32_copyb, cnn_gemv_avx2_f32,
             cnn_pack_t_rows6_avx2_f32, cnn_pack_t_rows8_avx2_f32);
 static const cnn_gemm_ctx_f64 cnn_ctx_avx2_f64 =
-    CNN_CTX(avx2, AVX2, f64, F64, cnn_ukr_avx2_f64_rows, cnn_gemv_avx2_f64, NULL, NULL);
+    CNN_CTX(avx2, AVX2, f64, F64, cnn_ukr_avx2_f64_rows, cnn_ukr_avx2_f64_copyb, cnn_gemv_avx2_f64,
+            NULL, NULL);
 #if CNN_AVX512_F32_MR != 8
 #error "the AVX-512 context packs A with the 8-row AVX2 transpose"
 #endif
 static const cnn_gemm_ctx_f32 cnn_ctx_avx512_f32 =
-    CNN_CTX(avx512, AVX512, f32, F32, cnn_ukr_avx512_f32_rows, cnn_gemv_avx512_f32,
+    CNN_CTX(avx512, AVX512, f32, F32, cnn_ukr_avx512_f32_rows, cnn_ukr_avx512_f32_copyb,
+            cnn_gemv_avx512_f32,
             cnn_pack_t_rows8_avx2_f32, cnn_pack_t_rows8_avx2_f32);
 static const cnn_gemm_ctx_f64 cnn_ctx_avx512_f64 =
-    CNN_CTX(avx512, AVX512, f64, F64, cnn_ukr_avx512_f64_rows, cnn_gemv_avx512_f64, NULL, NULL);
+    CNN_CTX(avx512, AVX512, f64, F64, cnn_ukr_avx512_f64_rows, cnn_ukr_avx512_f64_copyb,
+            cnn_gemv_avx512_f64, NULL, NULL);
 #endif
 
 /* The kernel family in use, chosen once by cnn_gemm_select(). */
-static cnn_gemm_ctx_f32 cnn_ctx_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL, NULL);
-static cnn_gemm_ctx_f64 cnn_ctx_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL, NULL);
+static cnn_gemm_ctx_f32 cnn_ctx_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL, NULL, NULL);
+static cnn_gemm_ctx_f64 cnn_ctx_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL, NULL, NULL);
 static int cnn_kernel_in_use = CNN_KERNEL_REFERENCE;
 
 /* Selects min(requested, what the CPU has); requested < 0 means the best. Returns the choice. */

@@ -1,6 +1,7 @@
 /* AVX2 + FMA micro-kernels (same contract as microkernel_ref.h).
  * f32: 6 x 16 tile, f64: 6 x 8 tile; two vectors of B per row of C, 12 accumulators;
- * plus variants for the first 1..5 rows of a tile (CNN_AVX2_*_MR must be 6) and a GEMV.
+ * plus variants for the first 1..5 rows of a tile (CNN_AVX2_*_MR must be 6), variants that
+ * read B in place and copy it packed (copyb, for the first tile of a column) and a GEMV.
  * Compiled for AVX2 through the target attribute only; called only when the CPU has it. */
 #ifndef CNN_MICROKERNEL_AVX2_H
 #define CNN_MICROKERNEL_AVX2_H
@@ -12,36 +13,61 @@
 
 #define CNN_AVX2_TARGET __attribute__((target("avx2,fma")))
 
-#define CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, ROWS)                                    \
-CNN_AVX2_TARGET                                                                             \
-static void cnn_ukr_avx2_##N##_rows##ROWS(int64_t k, const T *restrict a,                   \
-                                          const T *restrict b, int64_t ldb,                 \
-                                          T *restrict c, int64_t rs_c, T alpha, T beta) {   \
-    CNN_SIMD_TILE_BODY(_mm256, T, V, SFX, W, MR, ROWS)                                      \
+#define CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, ROWS)                                     \
+CNN_AVX2_TARGET                                                                              \
+static void cnn_ukr_avx2_##N##_rows##ROWS(int64_t k, const T *restrict a,                    \
+        const T *restrict b, int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) {    \
+    CNN_SIMD_TILE_BODY(_mm256, T, V, SFX, W, MR, ROWS, CNN_TILE_B_KEEP)                      \
 }
 
-#define CNN_DEFINE_AVX2_UKR(T, N, V, SFX, W, MR)                                            \
-CNN_AVX2_TARGET                                                                             \
-static void cnn_ukr_avx2_##N(int64_t k, const T *restrict a, const T *restrict b,          \
-                             int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) {   \
-    CNN_SIMD_TILE_BODY(_mm256, T, V, SFX, W, MR, MR)                                        \
-}                                                                                           \
-CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 1)                                               \
-CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 2)                                               \
-CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 3)                                               \
-CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 4)                                               \
-CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 5)                                               \
-/* The first m < MR rows of a tile only: the batch's last rows and single samples do not   \
- * pay for the MR - m zero rows of the packed panel. */                                     \
-static void cnn_ukr_avx2_##N##_rows(int m, int64_t k, const T *a, const T *b,              \
-                                    int64_t ldb, T *c, int64_t rs_c, T alpha, T beta) {     \
-    switch (m) {                                                                            \
-    case 1: cnn_ukr_avx2_##N##_rows1(k, a, b, ldb, c, rs_c, alpha, beta); return;           \
-    case 2: cnn_ukr_avx2_##N##_rows2(k, a, b, ldb, c, rs_c, alpha, beta); return;           \
-    case 3: cnn_ukr_avx2_##N##_rows3(k, a, b, ldb, c, rs_c, alpha, beta); return;           \
-    case 4: cnn_ukr_avx2_##N##_rows4(k, a, b, ldb, c, rs_c, alpha, beta); return;           \
-    default: cnn_ukr_avx2_##N##_rows5(k, a, b, ldb, c, rs_c, alpha, beta); return;          \
-    }                                                                                       \
+#define CNN_AVX2_COPYB_VARIANT(T, N, V, SFX, W, MR, ROWS)                                    \
+CNN_AVX2_TARGET                                                                              \
+static void cnn_ukr_avx2_##N##_copyb_rows##ROWS(int64_t k, const T *restrict a,              \
+        const T *restrict b, int64_t ldb, T *restrict b_copy, T *restrict c, int64_t rs_c,   \
+        T alpha, T beta) {                                                                   \
+    CNN_SIMD_TILE_BODY(_mm256, T, V, SFX, W, MR, ROWS, CNN_TILE_B_COPY)                      \
+}
+
+#define CNN_DEFINE_AVX2_UKR(T, N, V, SFX, W, MR)                                             \
+CNN_AVX2_TARGET                                                                              \
+static void cnn_ukr_avx2_##N(int64_t k, const T *restrict a, const T *restrict b,            \
+        int64_t ldb, T *restrict c, int64_t rs_c, T alpha, T beta) {                         \
+    CNN_SIMD_TILE_BODY(_mm256, T, V, SFX, W, MR, MR, CNN_TILE_B_KEEP)                        \
+}                                                                                            \
+CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 1)                                                \
+CNN_AVX2_COPYB_VARIANT(T, N, V, SFX, W, MR, 1)                                               \
+CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 2)                                                \
+CNN_AVX2_COPYB_VARIANT(T, N, V, SFX, W, MR, 2)                                               \
+CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 3)                                                \
+CNN_AVX2_COPYB_VARIANT(T, N, V, SFX, W, MR, 3)                                               \
+CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 4)                                                \
+CNN_AVX2_COPYB_VARIANT(T, N, V, SFX, W, MR, 4)                                               \
+CNN_AVX2_ROWS_VARIANT(T, N, V, SFX, W, MR, 5)                                                \
+CNN_AVX2_COPYB_VARIANT(T, N, V, SFX, W, MR, 5)                                               \
+CNN_AVX2_COPYB_VARIANT(T, N, V, SFX, W, MR, 6)                                               \
+/* The first m < MR rows of a tile only: the batch's last rows and single samples do not     \
+ * pay for the MR - m zero rows of the packed panel. */                                      \
+static void cnn_ukr_avx2_##N##_rows(int m, int64_t k, const T *a, const T *b,                \
+        int64_t ldb, T *c, int64_t rs_c, T alpha, T beta) {                                  \
+    switch (m) {                                                                             \
+    case 1: cnn_ukr_avx2_##N##_rows1(k, a, b, ldb, c, rs_c, alpha, beta); return;            \
+    case 2: cnn_ukr_avx2_##N##_rows2(k, a, b, ldb, c, rs_c, alpha, beta); return;            \
+    case 3: cnn_ukr_avx2_##N##_rows3(k, a, b, ldb, c, rs_c, alpha, beta); return;            \
+    case 4: cnn_ukr_avx2_##N##_rows4(k, a, b, ldb, c, rs_c, alpha, beta); return;            \
+    default: cnn_ukr_avx2_##N##_rows5(k, a, b, ldb, c, rs_c, alpha, beta); return;           \
+    }                                                                                        \
+}                                                                                            \
+/* m <= MR rows of a tile, B read in place (ldb apart) and copied, packed, to b_copy. */     \
+static void cnn_ukr_avx2_##N##_copyb(int m, int64_t k, const T *a, const T *b,               \
+        int64_t ldb, T *b_copy, T *c, int64_t rs_c, T alpha, T beta) {                       \
+    switch (m) {                                                                             \
+    case 1: cnn_ukr_avx2_##N##_copyb_rows1(k, a, b, ldb, b_copy, c, rs_c, alpha, beta); return; \
+    case 2: cnn_ukr_avx2_##N##_copyb_rows2(k, a, b, ldb, b_copy, c, rs_c, alpha, beta); return; \
+    case 3: cnn_ukr_avx2_##N##_copyb_rows3(k, a, b, ldb, b_copy, c, rs_c, alpha, beta); return; \
+    case 4: cnn_ukr_avx2_##N##_copyb_rows4(k, a, b, ldb, b_copy, c, rs_c, alpha, beta); return; \
+    case 5: cnn_ukr_avx2_##N##_copyb_rows5(k, a, b, ldb, b_copy, c, rs_c, alpha, beta); return; \
+    default: cnn_ukr_avx2_##N##_copyb_rows6(k, a, b, ldb, b_copy, c, rs_c, alpha, beta); return; \
+    }                                                                                        \
 }
 
 #if CNN_AVX2_F32_MR != 6 || CNN_AVX2_F64_MR != 6
@@ -113,10 +139,11 @@ static void cnn_gemv_avx2_##N(int64_t k, const T *restrict a, int64_t inc_a,    
 CNN_DEFINE_AVX2_GEMV(float, f32, __m256, ps, 8)
 CNN_DEFINE_AVX2_GEMV(double, f64, __m256d, pd, 4)
 
-/* Packs ROWS (6 or 8) source rows, each contiguous in k, into k-major order:
- * dst[k * ld + i] = A[i * rs_a + k], i < ROWS. Eight k at a time through an 8 x 8 register
- * transpose, where the scalar loop would store one float at a time. Used for A panels
- * (ld = MR = ROWS) and, eight columns at a time, for transposed B panels (ld = NR). */
+/* Packs m <= ROWS (6 or 8) source rows, each contiguous in k, into k-major order:
+ * dst[k * ld + i] = A[i * rs_a + k] for i < m, 0 for m <= i < ROWS. Eight k at a time through
+ * an 8 x 8 register transpose, where the scalar loop would store one float at a time. Used
+ * for A panels (ld = MR = ROWS) and, eight columns at a time, for transposed B panels
+ * (ld = NR). */
 CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
     const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
     const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
@@ -138,14 +165,14 @@ CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
 
 #define CNN_DEFINE_AVX2_PACK_T_ROWS(ROWS)                                                   \
 CNN_AVX2_TARGET                                                                             \
-static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs_a,         \
+static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs_a, int m,  \
                                              int64_t kc, int64_t ld, float *restrict dst) { \
     int64_t k = 0;                                                                          \
     for (; k + 8 <= kc; k += 8) {                                                           \
         __m256 r[8];                                                                        \
         _Pragma("GCC unroll 8")                                                             \
         for (int i = 0; i < 8; i++)                                                         \
-            r[i] = i < ROWS ? _mm256_loadu_ps(A + i * rs_a + k) : _mm256_setzero_ps();      \
+            r[i] = i < m ? _mm256_loadu_ps(A + i * rs_a + k) : _mm256_setzero_ps();         \
         cnn_avx2_transpose8_ps(r);                                                          \
         _Pragma("GCC unroll 8")                                                             \
         for (int j = 0; j < 8; j++) {                                                       \
@@ -159,7 +186,7 @@ static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs
         }                                                                                   \
     }                                                                                       \
     for (; k < kc; k++)                                                                     \
-        for (int i = 0; i < ROWS; i++) dst[k * ld + i] = A[i * rs_a + k];                  \
+        for (int i = 0; i < ROWS; i++) dst[k * ld + i] = i < m ? A[i * rs_a + k] : 0.0f;   \
 }
 
 CNN_DEFINE_AVX2_PACK_T_ROWS(6)

@@ -2,13 +2,25 @@
  * kernels: ROWS rows of C (ROWS <= MR; the A panel is always packed MR wide), two vectors of
  * B per row. V: vector type, SFX: intrinsic suffix (ps/pd), W: lanes. Every variant does the
  * same FMAs in the same order per element, so a row's result never depends on the tile height.
- * Expands inside a function with the parameters (k, a, b, ldb, c, rs_c, alpha, beta). */
+ * Expands inside a function with the parameters (k, a, b, ldb, c, rs_c, alpha, beta).
+ * ON_B(PFX, SFX, W, b0, b1) runs on each row of B once loaded: CNN_TILE_B_KEEP does nothing,
+ * CNN_TILE_B_COPY also stores it to b_copy (NR values a row), so the first tile of a column
+ * packs B for the next ones in the load slots of an FMA-bound loop. Its rows are ldb apart,
+ * often a page apart, where the hardware prefetcher does not follow: it fetches 8 rows ahead. */
 #ifndef CNN_MICROKERNEL_TILE_H
 #define CNN_MICROKERNEL_TILE_H
 
 #include <immintrin.h>
 
-#define CNN_SIMD_TILE_BODY(PFX, T, V, SFX, W, MR, ROWS)                                      \
+#define CNN_TILE_B_KEEP(PFX, SFX, W, b0, b1)
+#define CNN_TILE_B_COPY(PFX, SFX, W, b0, b1)                                                  \
+    _mm_prefetch((const char *)(b + 8 * ldb), _MM_HINT_T0);                                  \
+    _mm_prefetch((const char *)(b + 8 * ldb + 2 * W - 1), _MM_HINT_T0);                      \
+    PFX##_storeu_##SFX(b_copy, b0);                                                         \
+    PFX##_storeu_##SFX(b_copy + W, b1);                                                     \
+    b_copy += 2 * W;
+
+#define CNN_SIMD_TILE_BODY(PFX, T, V, SFX, W, MR, ROWS, ON_B)                                \
     V acc0[ROWS], acc1[ROWS];                                                               \
     _Pragma("GCC unroll 8")                                                                 \
     for (int i = 0; i < ROWS; i++) {                                                        \
@@ -22,6 +34,7 @@
     for (int64_t p = 0; p < k; p++) {                                                       \
         const V b0 = PFX##_loadu_##SFX(b);                                                  \
         const V b1 = PFX##_loadu_##SFX(b + W);                                              \
+        ON_B(PFX, SFX, W, b0, b1)                                                           \
         _Pragma("GCC unroll 8")                                                             \
         for (int i = 0; i < ROWS; i++) {                                                    \
             const V ai = PFX##_set1_##SFX(a[i]);                                            \

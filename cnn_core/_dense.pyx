@@ -12,7 +12,7 @@ from cython.parallel cimport prange
 
 from cnn_core._typedefs cimport floating, intp_t
 from cnn_core._threads cimport get_num_threads_c, threads_for_elements
-from cnn_core._gemm cimport gemm_raw
+from cnn_core._gemm cimport gemm_raw, gemm_act_backward_raw
 from cnn_core._gemm import _element_strides
 from cnn_core import _checks
 
@@ -191,7 +191,8 @@ cdef int dense_backward_raw(const floating *x, intp_t rs_x, intp_t cs_x,
                             const floating *z, const floating *a, const floating *grad,
                             floating *dz, floating *grad_w, floating *grad_b, floating *grad_x,
                             intp_t batch, intp_t n_in, intp_t units, int act, floating param,
-                            int num_threads) noexcept nogil:
+                            int num_threads, int act_x=-1, const floating *z_x=NULL,
+                            const floating *a_x=NULL, floating param_x=0) noexcept nogil:
     cdef int status
     if act >= 0:
         activation_grad_rows(grad, z, a, dz, batch, units, act, param,
@@ -202,7 +203,12 @@ cdef int dense_backward_raw(const floating *x, intp_t rs_x, intp_t cs_x,
     if status != 0:
         return status
     column_sums(dz, grad_b, batch, units, threads_for_elements(batch * units))
-    if grad_x != NULL:
+    if grad_x != NULL and act_x >= 0:
+        # grad_x = (dz w^T) * f'(z_x): on through the activation below, tile by tile.
+        status = gemm_act_backward_raw(batch, n_in, units, dz, units, 1, w, cs_w, rs_w,
+                                       grad_x, n_in, act_x, z_x, a_x, n_in, param_x,
+                                       num_threads)
+    elif grad_x != NULL:
         # grad_x (batch x in) = dz w^T: w read through swapped strides.
         status = gemm_raw(batch, n_in, units, <floating>1, dz, units, 1, w, cs_w, rs_w,
                           <floating>0, grad_x, n_in, 1, NULL, NULL, 0, 0, <floating>0,

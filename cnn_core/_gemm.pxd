@@ -14,3 +14,14 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
                   floating *c, intp_t rs_c, intp_t cs_c,
                   const floating *bias, floating *z_out, intp_t rs_z,
                   int act, floating act_param, int num_threads) noexcept nogil
+
+# c = (a @ b) * f'(z) elementwise, c's columns contiguous: the gradient GEMM dx = dz W^T of a
+# dense layer carried through the activation of the layer below (d_act: its elementwise
+# CNN_ACT_* id; d_z, d_a: its pre-activation and output, m x n, rows rs_d apart). The same
+# floating-point operations as the GEMM followed by a separate derivative pass, in one sweep.
+cdef int gemm_act_backward_raw(intp_t m, intp_t n, intp_t k,
+                               const floating *a, intp_t rs_a, intp_t cs_a,
+                               const floating *b, intp_t rs_b, intp_t cs_b,
+                               floating *c, intp_t rs_c, int d_act, const floating *d_z,
+                               const floating *d_a, intp_t rs_d, floating d_param,
+                               int num_threads) noexcept nogil

@@ -19,12 +19,22 @@ cdef extern from "gemm_driver.h" nogil:
         intp_t rs_z
         int act
         float param
+        int d_act
+        const float *d_z
+        const float *d_a
+        intp_t rs_d
+        float d_param
     ctypedef struct cnn_epilogue_f64:
         const double *bias
         double *z_out
         intp_t rs_z
         int act
         double param
+        int d_act
+        const double *d_z
+        const double *d_a
+        intp_t rs_d
+        double d_param
     int cnn_gemm_f32(intp_t M, intp_t N, intp_t K, float alpha, const float *A, intp_t rs_a,
                      intp_t cs_a, const float *B, intp_t rs_b, intp_t cs_b, float beta,
                      float *C, intp_t rs_c, intp_t cs_c, const cnn_epilogue_f32 *ep,
@@ -56,6 +66,7 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
         ep32.rs_z = rs_z
         ep32.act = act
         ep32.param = act_param
+        ep32.d_act = -1
         return cnn_gemm_f32(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
                             &ep32 if has_epilogue else NULL, num_threads)
     else:
@@ -64,8 +75,41 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
         ep64.rs_z = rs_z
         ep64.act = act
         ep64.param = act_param
+        ep64.d_act = -1
         return cnn_gemm_f64(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
                             &ep64 if has_epilogue else NULL, num_threads)
+
+
+cdef int gemm_act_backward_raw(intp_t m, intp_t n, intp_t k,
+                               const floating *a, intp_t rs_a, intp_t cs_a,
+                               const floating *b, intp_t rs_b, intp_t cs_b,
+                               floating *c, intp_t rs_c, int d_act, const floating *d_z,
+                               const floating *d_a, intp_t rs_d, floating d_param,
+                               int num_threads) noexcept nogil:
+    cdef cnn_epilogue_f32 ep32
+    cdef cnn_epilogue_f64 ep64
+    if floating is float:
+        ep32.bias = NULL
+        ep32.z_out = NULL
+        ep32.act = 0
+        ep32.d_act = d_act
+        ep32.d_z = d_z
+        ep32.d_a = d_a
+        ep32.rs_d = rs_d
+        ep32.d_param = d_param
+        return cnn_gemm_f32(m, n, k, 1, a, rs_a, cs_a, b, rs_b, cs_b, 0, c, rs_c, 1, &ep32,
+                            num_threads)
+    else:
+        ep64.bias = NULL
+        ep64.z_out = NULL
+        ep64.act = 0
+        ep64.d_act = d_act
+        ep64.d_z = d_z
+        ep64.d_a = d_a
+        ep64.rs_d = rs_d
+        ep64.d_param = d_param
+        return cnn_gemm_f64(m, n, k, 1, a, rs_a, cs_a, b, rs_b, cs_b, 0, c, rs_c, 1, &ep64,
+                            num_threads)
 
 
 def _element_strides(x, name):

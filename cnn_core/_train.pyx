@@ -388,14 +388,18 @@ cdef class DenseChainTrainer:
         loss += self._regularization_penalty()
         loss_out[0] = loss
 
-        # 4. Backward, last layer first; dz overwrites dL/da in place.
+        # 4. Backward, last layer first; dz overwrites dL/da in place. Each layer's dx GEMM
+        # also applies the derivative of the activation below in its write-back, so the
+        # layer below starts from dz (only the last one's dz comes from the loss).
         for i in range(last, -1, -1):
-            layer_act = -1 if (i == last and fused) else self.act[i]
+            layer_act = self.act[i] if (i == last and not fused) else -1
             status = dense_backward_raw[float](
                 self.x_batch if i == 0 else self.a[i - 1], self.fan_in[i], 1,
                 self.kernel[i], self.units[i], 1, self.z[i], self.a[i], self.da[i], self.da[i],
                 self.grad_kernel[i], self.grad_bias[i], self.da[i - 1] if i > 0 else NULL,
-                rows, self.fan_in[i], self.units[i], layer_act, self.act_param[i], nt)
+                rows, self.fan_in[i], self.units[i], layer_act, self.act_param[i], nt,
+                self.act[i - 1] if i > 0 else -1, self.z[i - 1] if i > 0 else NULL,
+                self.a[i - 1] if i > 0 else NULL, self.act_param[i - 1] if i > 0 else 0)
             if status != 0:
                 return status
 

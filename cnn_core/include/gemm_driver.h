@@ -19,7 +19,8 @@
  * reproducible.
  *
  * An optional epilogue runs on each tile right after its last K block, while it is in L1:
- * bias add, copy of the pre-activation z, elementwise activation (dense forward). */
+ * bias add, copy of the pre-activation z, elementwise activation (dense forward), or the
+ * derivative of the activation below (dense backward's dx). */
 #ifndef CNN_GEMM_DRIVER_H
 #define CNN_GEMM_DRIVER_H
 
@@ -90,6 +91,31 @@ static void *cnn_gemm_workspace(size_t bytes) {
     return cnn_ws_ptr;
 }
 
+#define CNN_EPILOGUE_FN(N, T, NAME, ATTR)                                                    \
+ATTR static void NAME(const cnn_epilogue_##N *ep, T *c, int64_t rs_c, int64_t row0,         \
+                      int64_t col0, int64_t m, int64_t n) {                                  \
+    for (int64_t i = 0; i < m; i++) {                                                        \
+        T *row = c + i * rs_c;                                                               \
+        if (ep->bias != NULL) {                                                              \
+            const T *bias = ep->bias + col0;                                                 \
+            for (int64_t j = 0; j < n; j++) row[j] += bias[j];                               \
+        }                                                                                    \
+        if (ep->z_out != NULL)                                                               \
+            memcpy(ep->z_out + (row0 + i) * ep->rs_z + col0, row, (size_t)n * sizeof(T));    \
+        cnn_act_apply_##N(ep->act, row, row, n, ep->param);                                  \
+        if (ep->d_act >= 0) {                                                                \
+            const int64_t at = (row0 + i) * ep->rs_d + col0;                                 \
+            cnn_act_backward_##N(ep->d_act, row, ep->d_z + at, ep->d_a + at, row, n,         \
+                                 ep->d_param);                                               \
+        }                                                                                    \
+    }                                                                                        \
+}
+#if CNN_HAVE_X86_KERNELS
+#define CNN_EPILOGUE_FN_X86 CNN_EPILOGUE_FN
+#else
+#define CNN_EPILOGUE_FN_X86(N, T, NAME, ATTR)
+#endif
+
 #define CNN_DEFINE_GEMM(T, N)                                                                \
 typedef void (*cnn_ukr_##N##_t)(int64_t, const T *, const T *, int64_t, T *, int64_t, T, T);          \
 typedef void (*cnn_ukr_rows_##N##_t)(int, int64_t, const T *, const T *, int64_t, T *, int64_t, \
@@ -99,6 +125,9 @@ typedef void (*cnn_gemv_##N##_t)(int64_t, const T *, int64_t, const T *, int64_t
 typedef void (*cnn_ukr_copyb_##N##_t)(int, int64_t, const T *, const T *, int64_t, T *, T *, \
                                       int64_t, T, T);                                        \
 typedef void (*cnn_pack_t_##N##_t)(const T *, int64_t, int, int64_t, int64_t, T *);         \
+typedef struct cnn_epilogue_##N cnn_epilogue_##N;                                            \
+typedef void (*cnn_epilogue_fn_##N##_t)(const cnn_epilogue_##N *, T *, int64_t, int64_t,    \
+                                        int64_t, int64_t, int64_t);                          \
                                                                                              \
 typedef struct {                                                                             \
     int mr, nr;                                                                              \
@@ -110,15 +139,22 @@ typedef struct {                                                                
     cnn_gemv_##N##_t gemv;         /* M == 1 with contiguous B and C rows, or NULL */        \
     cnn_pack_t_##N##_t pack_a;     /* MR rows contiguous in k -> k-major (A panel), or NULL */ \
     cnn_pack_t_##N##_t pack_t8;    /* 8 rows contiguous in k -> k-major (B^T panel), or NULL */ \
+    cnn_epilogue_fn_##N##_t epilogue;                                                        \
 } cnn_gemm_ctx_##N;                                                                          \
                                                                                              \
-typedef struct {                                                                             \
+struct cnn_epilogue_##N {                                                                    \
     const T *bias; /* (N,) or NULL */                                                        \
     T *z_out;      /* pre-activation copy or NULL; rows rs_z apart, columns contiguous */     \
     int64_t rs_z;                                                                            \
     int act;       /* CNN_ACT_* elementwise id; identity for none */                         \
     T param;                                                                                 \
-} cnn_epilogue_##N;                                                                          \
+    /* Backward through the layer below (dx = dz W^T becomes dL/dz of that layer):         */ \
+    /* c *= f'(z), z and a = f(z) of shape M x N, rows rs_d apart. d_act < 0: none.         */ \
+    int d_act;                                                                               \
+    const T *d_z, *d_a;                                                                      \
+    int64_t rs_d;                                                                            \
+    T d_param;                                                                               \
+};                                                                                           \
                                                                                              \
 /* rows x width block, source rows `stride` apart -> dst rows packed `width` apart. The tile \
  * widths get a constant count, so each row is a few vector moves, not a memcpy call. */     \
@@ -205,30 +241,38 @@ static inline void cnn_pack_b_panel_##N(const cnn_gemm_ctx_##N *ctx, const T *B,
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* Bias, z copy and activation on an m x n tile of C (columns contiguous). */                \
-static inline void cnn_epilogue_tile_##N(const cnn_epilogue_##N *ep, T *c, int64_t rs_c,    \
-                                         int64_t row0, int64_t col0, int64_t m, int64_t n) { \
+/* Bias, z copy and activation on an m x n tile of C (columns contiguous), or the derivative \
+ * of the activation below. Compiled twice: for the baseline, and for AVX2 where the CPU has \
+ * it (elementwise operations only and no FMA contraction, so both give the same bits). */   \
+CNN_EPILOGUE_FN(N, T, cnn_epilogue_tile_##N, )                                               \
+CNN_EPILOGUE_FN_X86(N, T, cnn_epilogue_tile_avx2_##N, __attribute__((target("avx2,fma"))))   \
+                                                                                             \
+/* The backward epilogue reads the layer below's z (and a) at the tile: tile-sized pieces of \
+ * a large array, fetched while the k loop runs rather than missed after it. */              \
+static inline void cnn_epilogue_prefetch_##N(const cnn_epilogue_##N *ep, int64_t row0,      \
+                                             int64_t col0, int64_t m, int64_t n) {           \
+    if (ep == NULL || ep->d_act < 0) return;                                                 \
     for (int64_t i = 0; i < m; i++) {                                                        \
-        T *row = c + i * rs_c;                                                               \
-        if (ep->bias != NULL) {                                                              \
-            const T *bias = ep->bias + col0;                                                 \
-            for (int64_t j = 0; j < n; j++) row[j] += bias[j];                               \
+        const int64_t at = (row0 + i) * ep->rs_d + col0;                                     \
+        __builtin_prefetch(ep->d_z + at, 0, 3);                                              \
+        __builtin_prefetch(ep->d_z + at + n - 1, 0, 3);                                      \
+        if (ep->d_a != ep->d_z) {                                                            \
+            __builtin_prefetch(ep->d_a + at, 0, 3);                                          \
+            __builtin_prefetch(ep->d_a + at + n - 1, 0, 3);                                  \
         }                                                                                    \
-        if (ep->z_out != NULL)                                                               \
-            memcpy(ep->z_out + (row0 + i) * ep->rs_z + col0, row, (size_t)n * sizeof(T));    \
-        cnn_act_apply_##N(ep->act, row, row, n, ep->param);                                  \
     }                                                                                        \
 }                                                                                            \
                                                                                              \
 /* C = beta * C, then the epilogue: the K == 0 (or alpha == 0) case. */                      \
-static void cnn_gemm_scale_only_##N(int64_t M, int64_t Nn, T beta, T *C, int64_t rs_c,      \
-                                    int64_t cs_c, const cnn_epilogue_##N *ep) {              \
+static void cnn_gemm_scale_only_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn,      \
+                                    T beta, T *C, int64_t rs_c, int64_t cs_c,                \
+                                    const cnn_epilogue_##N *ep) {                            \
     for (int64_t i = 0; i < M; i++)                                                          \
         for (int64_t j = 0; j < Nn; j++) {                                                   \
             T *c = C + i * rs_c + j * cs_c;                                                  \
             *c = beta == 0 ? (T)0 : beta * *c;                                               \
         }                                                                                    \
-    if (ep != NULL) cnn_epilogue_tile_##N(ep, C, rs_c, 0, 0, M, Nn);                         \
+    if (ep != NULL) ctx->epilogue(ep, C, rs_c, 0, 0, M, Nn);                                 \
 }                                                                                            \
                                                                                              \
 /* One tile of C, m x n at c, from a packed A micro-panel and a packed B micro-panel, then the \
@@ -239,6 +283,7 @@ static inline void cnn_gemm_tile_##N(const cnn_gemm_ctx_##N *ctx, int64_t kc, co
                                      const cnn_epilogue_##N *ep, int64_t row0, int64_t col0, \
                                      T *edge_tile) {                                         \
     const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    cnn_epilogue_prefetch_##N(ep, row0, col0, m, n);                                         \
     if (m == mr && n == nr && cs_c == 1) {                                                   \
         ctx->ukr(kc, ap, bp, nr, c, rs_c, alpha, beta_k);                                    \
     } else if (n == nr && cs_c == 1 && ctx->ukr_rows != NULL) {                              \
@@ -254,7 +299,7 @@ static inline void cnn_gemm_tile_##N(const cnn_gemm_ctx_##N *ctx, int64_t kc, co
                 *cij = beta_k == 0 ? t : t + beta_k * *cij;                                  \
             }                                                                                \
     }                                                                                        \
-    if (ep != NULL) cnn_epilogue_tile_##N(ep, c, rs_c, row0, col0, m, n);                    \
+    if (ep != NULL) ctx->epilogue(ep, c, rs_c, row0, col0, m, n);                            \
 }                                                                                            \
                                                                                              \
 /* Packs the A micro-panels [p0, p1) of the rows of C (see cnn_row_panel) for K block pc. */ \
@@ -309,9 +354,10 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
                     int64_t row0, m;                                                         \
                     cnn_row_panel(M, mr, p, &row0, &m);                                      \
                     T *c = C + row0 * rs_c + col0;                                           \
+                    cnn_epilogue_prefetch_##N(ep_k, row0, col0, m, n);                       \
                     ctx->ukr_copyb((int)m, kc, a_pack, b_src, rs_b, b_pack, c, rs_c, alpha,  \
                                    beta_k);                                                  \
-                    if (ep_k != NULL) cnn_epilogue_tile_##N(ep_k, c, rs_c, row0, col0, m, n); \
+                    if (ep_k != NULL) ctx->epilogue(ep_k, c, rs_c, row0, col0, m, n);        \
                     p++;                                                                     \
                 } else {                                                                     \
                     cnn_pack_b_panel_##N(ctx, b_src, rs_b, cs_b, n, kc, b_pack);             \
@@ -396,7 +442,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
                             const cnn_epilogue_##N *ep, int nthreads) {                      \
     if (M <= 0 || Nn <= 0) return 0;                                                         \
     if (K <= 0 || alpha == 0) {                                                              \
-        cnn_gemm_scale_only_##N(M, Nn, beta, C, rs_c, cs_c, ep);                             \
+        cnn_gemm_scale_only_##N(ctx, M, Nn, beta, C, rs_c, cs_c, ep);                        \
         return 0;                                                                            \
     }                                                                                        \
     const int mr = ctx->mr, nr = ctx->nr;                                                    \
@@ -408,7 +454,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
         for (int64_t pc = 0; pc < K; pc += kb)                                               \
             ctx->gemv(cnn_min64(kb, K - pc), A + pc * cs_a, cs_a, B + pc * rs_b, rs_b, Nn,   \
                       C, alpha, pc == 0 ? beta : (T)1);                                      \
-        if (ep != NULL) cnn_epilogue_tile_##N(ep, C, rs_c, 0, 0, 1, Nn);                     \
+        if (ep != NULL) ctx->epilogue(ep, C, rs_c, 0, 0, 1, Nn);                             \
         return 0;                                                                            \
     }                                                                                        \
     const double flops = 2.0 * (double)M * (double)Nn * (double)K;                           \
@@ -444,36 +490,37 @@ CNN_DEFINE_GEMM(float, f32)
 CNN_DEFINE_GEMM(double, f64)
 
 /* Every kernel family: its tile, its cache blocks and its entry points (BLIS's context). */
-#define CNN_CTX(ISA, ISA_UP, N, N_UP, ROWS, COPYB, GEMV, PACK_A, PACK_T8)                     \
+#define CNN_CTX(ISA, ISA_UP, N, N_UP, ROWS, COPYB, GEMV, PACK_A, PACK_T8, EPILOGUE)           \
     {CNN_##ISA_UP##_##N_UP##_MR, CNN_##ISA_UP##_##N_UP##_NR, CNN_##ISA_UP##_##N_UP##_MB,      \
      CNN_##ISA_UP##_##N_UP##_KB, CNN_##ISA_UP##_##N_UP##_NB, CNN_##ISA_UP##_##N_UP##_MB_PRIVATE, \
-     cnn_ukr_##ISA##_##N, ROWS, COPYB, GEMV,                                                  \
-     PACK_A, PACK_T8}
+     cnn_ukr_##ISA##_##N, ROWS, COPYB, GEMV, PACK_A, PACK_T8, EPILOGUE}
 
-static const cnn_gemm_ctx_f32 cnn_ctx_ref_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL, NULL, NULL);
-static const cnn_gemm_ctx_f64 cnn_ctx_ref_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL, NULL, NULL);
+#define CNN_CTX_REF(N, N_UP) \
+    CNN_CTX(ref, REF, N, N_UP, NULL, NULL, NULL, NULL, NULL, cnn_epilogue_tile_##N)
+static const cnn_gemm_ctx_f32 cnn_ctx_ref_f32 = CNN_CTX_REF(f32, F32);
+static const cnn_gemm_ctx_f64 cnn_ctx_ref_f64 = CNN_CTX_REF(f64, F64);
 #if CNN_HAVE_X86_KERNELS
 static const cnn_gemm_ctx_f32 cnn_ctx_avx2_f32 =
     CNN_CTX(avx2, AVX2, f32, F32, cnn_ukr_avx2_f32_rows, cnn_ukr_avx2_f32_copyb, cnn_gemv_avx2_f32,
-            cnn_pack_t_rows6_avx2_f32, cnn_pack_t_rows8_avx2_f32);
+            cnn_pack_t_rows6_avx2_f32, cnn_pack_t_rows8_avx2_f32, cnn_epilogue_tile_avx2_f32);
 static const cnn_gemm_ctx_f64 cnn_ctx_avx2_f64 =
     CNN_CTX(avx2, AVX2, f64, F64, cnn_ukr_avx2_f64_rows, cnn_ukr_avx2_f64_copyb, cnn_gemv_avx2_f64,
-            NULL, NULL);
+            NULL, NULL, cnn_epilogue_tile_avx2_f64);
 #if CNN_AVX512_F32_MR != 8
 #error "the AVX-512 context packs A with the 8-row AVX2 transpose"
 #endif
 static const cnn_gemm_ctx_f32 cnn_ctx_avx512_f32 =
     CNN_CTX(avx512, AVX512, f32, F32, cnn_ukr_avx512_f32_rows, cnn_ukr_avx512_f32_copyb,
-            cnn_gemv_avx512_f32,
-            cnn_pack_t_rows8_avx2_f32, cnn_pack_t_rows8_avx2_f32);
+            cnn_gemv_avx512_f32, cnn_pack_t_rows8_avx2_f32, cnn_pack_t_rows8_avx2_f32,
+            cnn_epilogue_tile_avx2_f32);
 static const cnn_gemm_ctx_f64 cnn_ctx_avx512_f64 =
     CNN_CTX(avx512, AVX512, f64, F64, cnn_ukr_avx512_f64_rows, cnn_ukr_avx512_f64_copyb,
-            cnn_gemv_avx512_f64, NULL, NULL);
+            cnn_gemv_avx512_f64, NULL, NULL, cnn_epilogue_tile_avx2_f64);
 #endif
 
 /* The kernel family in use, chosen once by cnn_gemm_select(). */
-static cnn_gemm_ctx_f32 cnn_ctx_f32 = CNN_CTX(ref, REF, f32, F32, NULL, NULL, NULL, NULL, NULL);
-static cnn_gemm_ctx_f64 cnn_ctx_f64 = CNN_CTX(ref, REF, f64, F64, NULL, NULL, NULL, NULL, NULL);
+static cnn_gemm_ctx_f32 cnn_ctx_f32 = CNN_CTX_REF(f32, F32);
+static cnn_gemm_ctx_f64 cnn_ctx_f64 = CNN_CTX_REF(f64, F64);
 static int cnn_kernel_in_use = CNN_KERNEL_REFERENCE;
 
 /* Selects min(requested, what the CPU has); requested < 0 means the best. Returns the choice. */

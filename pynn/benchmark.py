@@ -46,6 +46,21 @@ def median_time(fn, min_time=0.15, repeats=5, warmup=1):
     return float(np.median(rounds))
 
 
+# After a call, every thread pool here keeps its idle workers spinning for a while: OpenBLAS
+# for about 2^28 cycles (~0.1 s), libgomp (pynn's and PyTorch's) for a few milliseconds. A
+# pool timed right after another one shares its cores with those spinners: measured on 2
+# cores, pynn's 256x784x256 GEMM ran 5.4x slower right after a numpy.matmul and numpy's 1.5x
+# slower right after pynn. So with several threads each block of timing starts after a pause
+# in which the previous pool goes to sleep.
+QUIESCE_SECONDS = 0.25
+
+
+def quiesce():
+    """Sleep until other libraries' idle worker threads have stopped spinning (threads > 1)."""
+    if cnn_core.get_num_threads() > 1:
+        time.sleep(QUIESCE_SECONDS)
+
+
 def _interleaved(fns, **kw):
     """Time several implementations round-robin so machine noise hits them alike."""
     results = {name: [] for name in fns}
@@ -53,6 +68,7 @@ def _interleaved(fns, **kw):
     for _ in range(repeats):
         for name, fn in fns.items():
             if fn is not None:
+                quiesce()
                 results[name].append(median_time(fn, repeats=1, **kw))
     return {name: (float(np.median(v)) if v else None) for name, v in results.items()}
 
@@ -98,25 +114,28 @@ class Table:
 def bench_gemm(table, quick):
     shapes = [(32, 784, 128), (64, 784, 128), (256, 784, 256), (128, 784, 512), (256, 1024, 1024)]
     shapes += [] if quick else [(1024, 1024, 1024), (2048, 2048, 2048)]
+    cases = [(shape, trans, "") for shape in shapes for trans in ("NN", "TN", "NT")
+             if trans == "NN" or shape[0] * shape[1] * shape[2] <= 300e6]
+    # The backward GEMMs of two layers (batch, in, out): dW = x^T dz, dx = dz W^T.
+    for batch, n_in, n_out in [(32, 784, 128), (256, 1024, 1024)]:
+        cases += [((n_in, batch, n_out), "TN", "dW "), ((batch, n_out, n_in), "NT", "dx ")]
     rng = np.random.default_rng(0)
-    for m, k, n in shapes:
-        for trans in ("NN", "TN", "NT"):
-            if trans != "NN" and m * n * k > 300e6:
-                continue
-            ta, tb = trans[0] == "T", trans[1] == "T"
-            a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
-            b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
-            opa, opb = (a.T if ta else a), (b.T if tb else b)
-            out = np.empty((m, n), np.float32)
-            fns = {
-                "pynn": lambda: cnn_core.gemm(a, b, trans_a=ta, trans_b=tb, out=out),
-                "numpy": lambda: np.matmul(opa, opb, out=out),
-            }
-            if torch is not None:
-                ta_t, tb_t = torch.from_numpy(opa), torch.from_numpy(opb)
-                out_t = torch.from_numpy(out)
-                fns["torch"] = lambda: torch.mm(ta_t, tb_t, out=out_t)
-            table.add("gemm", f"{m}x{k}x{n} {trans}", _interleaved(fns), flops=2.0 * m * n * k)
+    for (m, k, n), trans, label in cases:
+        ta, tb = trans[0] == "T", trans[1] == "T"
+        a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        opa, opb = (a.T if ta else a), (b.T if tb else b)
+        out = np.empty((m, n), np.float32)
+        fns = {
+            "pynn": lambda: cnn_core.gemm(a, b, trans_a=ta, trans_b=tb, out=out),
+            "numpy": lambda: np.matmul(opa, opb, out=out),
+        }
+        if torch is not None:
+            ta_t, tb_t = torch.from_numpy(opa), torch.from_numpy(opb)
+            out_t = torch.from_numpy(out)
+            fns["torch"] = lambda: torch.mm(ta_t, tb_t, out=out_t)
+        table.add("gemm", f"{label}{m}x{k}x{n} {trans}", _interleaved(fns),
+                  flops=2.0 * m * n * k)
 
 
 def bench_dense(table, quick):
@@ -283,38 +302,45 @@ def _torch_epoch(model, opt, xt, yt, batch, steps=None):
 
 
 def bench_training(table, quick):
+    """One epoch of each model: pynn and PyTorch alternate for a few rounds (median), the
+    NumPy reference runs 50 steps once and is scaled to the epoch."""
     import pynn
 
     x, y = _synthetic_mnist()
+    rounds = 1 if quick else 3
     for name, hidden, batch in TRAIN_MODELS:
         if quick and hidden[0] > 512:
             continue
         flops = _model_flops_per_sample(hidden) * x.shape[0]
         steps_per_epoch = -(-x.shape[0] // batch)
-        times = {}
         model = _pynn_model(hidden, "cnn_core")
         model.fit(x[:batch * 4], y[:batch * 4], batch_size=batch, epochs=1, verbose=0)
-        t0 = time.perf_counter()
-        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-        times["pynn"] = time.perf_counter() - t0
-        # The NumPy reference is slow: time a slice of the epoch and scale it.
-        ref_steps = 50
-        model = _pynn_model(hidden, "numpy")
-        n_ref = batch * ref_steps
-        t0 = time.perf_counter()
-        model.fit(x[:n_ref], y[:n_ref], batch_size=batch, epochs=1, verbose=0)
-        times["numpy"] = (time.perf_counter() - t0) * steps_per_epoch / ref_steps
-        pynn.set_backend("cnn_core")
+        epochs = {"pynn": lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0)}
         if torch is not None:
             tm = _torch_model(hidden)
             opt = torch.optim.Adam(tm.parameters(), lr=1e-3)
             xt, yt = torch.from_numpy(x), torch.from_numpy(y)
             _torch_epoch(tm, opt, xt, yt, batch, steps=4)
-            t0 = time.perf_counter()
-            _torch_epoch(tm, opt, xt, yt, batch)
-            times["torch"] = time.perf_counter() - t0
+            epochs["torch"] = lambda: _torch_epoch(tm, opt, xt, yt, batch)
+        seconds = {impl: [] for impl in epochs}
+        for _ in range(rounds):
+            for impl, epoch in epochs.items():
+                quiesce()
+                t0 = time.perf_counter()
+                epoch()
+                seconds[impl].append(time.perf_counter() - t0)
+        times = {impl: float(np.median(v)) for impl, v in seconds.items()}
+        # The NumPy reference is slow: time a slice of the epoch and scale it.
+        ref_steps = 50
+        ref_model = _pynn_model(hidden, "numpy")
+        n_ref = batch * ref_steps
+        quiesce()
+        t0 = time.perf_counter()
+        ref_model.fit(x[:n_ref], y[:n_ref], batch_size=batch, epochs=1, verbose=0)
+        times["numpy"] = (time.perf_counter() - t0) * steps_per_epoch / ref_steps
+        pynn.set_backend("cnn_core")
         table.add("train", f"epoch {name} b{batch}", times, flops=flops,
-                  note="numpy scaled from 50 steps")
+                  note=f"median of {rounds} epochs; numpy scaled from 50 steps")
 
 
 def bench_predict(table, quick):

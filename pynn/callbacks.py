@@ -7,7 +7,6 @@ on ``self.model``: ``model.stop_training``, ``model.get_weights()/set_weights()`
 ``model.optimizer.learning_rate``, ``model.save()/save_weights()``.
 """
 import collections
-import csv
 import math
 import os
 import warnings
@@ -731,6 +730,8 @@ class CSVLogger(Callback):
             if not any(key.startswith("val_") for key in self.keys):
                 self.keys.extend(["val_" + k for k in self.keys])
         if self.writer is None:
+            import csv  # only CSVLogger writes CSV: kept out of `import pynn`
+
             sep = self.sep
 
             class CustomDialect(csv.excel):

@@ -13,7 +13,6 @@ the final line, so a log gets one line per epoch instead of one per refresh.
 """
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -82,11 +81,15 @@ def _line_width():
 
     shutil falls back to 80 when the terminal reports no size (e.g. a pseudo-terminal 0x0).
     """
+    import shutil  # on first draw: it pulls in bz2/lzma/zlib, ~5 ms of import pynn
+
     return max(20, shutil.get_terminal_size().columns - 1)
 
 
 def _rows():
     # tqdm hides bars below the last row; a terminal reporting 0 rows would hide them all.
+    import shutil
+
     return max(2, shutil.get_terminal_size().lines)
 
 

@@ -4,8 +4,6 @@ Initializers without a seed, the per-epoch shuffle of ``fit`` and unseeded Dropo
 draw from ``get_rng()``, so ``set_random_seed(seed)`` followed by the same program gives the
 same bits.
 """
-import random as _py_random
-
 import numpy as np
 
 # Created on first use: numpy.random costs ~10 ms of `import pynn`.
@@ -20,8 +18,10 @@ def set_random_seed(seed):
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     seed = int(seed)
+    import random  # Python's own generator, seeded as Keras does; ~2 ms of `import pynn`
+
     _rng = np.random.default_rng(seed)
-    _py_random.seed(seed)
+    random.seed(seed)
     np.random.seed(seed % 2**32)
 
 

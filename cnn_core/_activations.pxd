@@ -6,13 +6,39 @@ from libc.math cimport exp, expf
 
 from cnn_core._typedefs cimport floating, intp_t
 
+cdef extern from "softmax_math.h" nogil:
+    float cnn_expf(float x)
+    double cnn_exp_sum_row_f32(const float *x, float shift, float *out, intp_t n)
+    double cnn_exp_sum_row_f64(const double *x, double shift, double *out, intp_t n)
+    void cnn_exp_sum_init()
 
-# exp in the precision of the argument (expf for float32).
+
+# libm's exp in the precision of the argument (expf for float32): the elementwise kernels'
+# exp, the one sigmoid in activation_math.h uses.
 cdef inline floating exp_floating(floating x) noexcept nogil:
     if floating is float:
         return expf(x)
     else:
         return exp(x)
+
+
+# The softmax family's exp: cnn_expf for float32 (include/exp_math.h: <= 1 ulp from expf,
+# and vectorised in exp_sum_row), libm's exp for float64.
+cdef inline floating softmax_exp(floating x) noexcept nogil:
+    if floating is float:
+        return cnn_expf(x)
+    else:
+        return exp(x)
+
+
+# out[j] = softmax_exp(x[j] - shift) (out may be NULL: sum only), returns the sum of those
+# terms in float64, in a fixed order (include/softmax_math.h); vectorised for float32.
+cdef inline double exp_sum_row(const floating *x, floating shift, floating *out,
+                               intp_t n) noexcept nogil:
+    if floating is float:
+        return cnn_exp_sum_row_f32(x, shift, out, n)
+    else:
+        return cnn_exp_sum_row_f64(x, shift, out, n)
 
 
 # Largest of x[0..n) (n >= 1), scanned in order: the shift of the stable softmax.

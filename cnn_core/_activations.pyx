@@ -16,6 +16,7 @@ from cnn_core._threads cimport threads_for_elements
 from cnn_core import _checks
 
 cnp.import_array()
+cnn_exp_sum_init()
 
 cdef extern from "activation_math.h" nogil:
     void cnn_act_apply_f32(int act, const float *z, float *a, intp_t n, float param)
@@ -67,26 +68,17 @@ cdef void activation_grad(const floating *grad, const floating *z, const floatin
 
 cdef inline void _softmax_row(const floating *x, floating *out, intp_t cols) noexcept nogil:
     cdef floating m = row_max(x, cols)
-    cdef floating e
-    cdef double total = 0.0
-    cdef floating total_f
+    cdef floating total_f = <floating>exp_sum_row(x, m, out, cols)
     cdef intp_t j
-    for j in range(cols):
-        e = exp_floating(x[j] - m)
-        out[j] = e
-        total += e
-    total_f = <floating>total
     for j in range(cols):
         out[j] = out[j] / total_f
 
 
 cdef inline void _log_softmax_row(const floating *x, floating *out, intp_t cols) noexcept nogil:
     cdef floating m = row_max(x, cols)
-    cdef double total = 0.0
+    cdef double total = exp_sum_row(x, m, <floating *>NULL, cols)
     cdef floating log_total
     cdef intp_t j
-    for j in range(cols):
-        total += exp_floating(x[j] - m)
     log_total = <floating>log(total)
     for j in range(cols):
         out[j] = (x[j] - m) - log_total
@@ -127,7 +119,7 @@ cdef inline void _log_softmax_backward_row(const floating *grad, const floating 
         total += grad[j]
     total_f = <floating>total
     for j in range(cols):
-        out[j] = grad[j] - exp_floating(a[j]) * total_f
+        out[j] = grad[j] - softmax_exp(a[j]) * total_f
 
 
 cdef void softmax_backward_rows(const floating *grad, const floating *a, floating *out,
@@ -236,3 +228,23 @@ def activation_backward(grad, z, a, activation, *, param=None, out=None):
             activation_backward_raw[double](<double *>g_ptr, <double *>z_ptr, <double *>a_ptr,
                                             <double *>o_ptr, R, C, act_id, p64, nthreads)
     return out
+
+
+def _softmax_exp_paths(x):
+    """For tests: softmax_exp of a float32 1-D array two ways, (element by element with the
+    scalar cnn_expf, through exp_sum_row: eight lanes at a time where the CPU has AVX2, the
+    scalar function for the last n % 8), plus exp_sum_row's float64 sum."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    cdef const float[::1] xv = x
+    one = np.empty_like(x)
+    row = np.empty_like(x)
+    cdef float[::1] ov = one
+    cdef float[::1] rv = row
+    cdef intp_t j, n = x.shape[0]
+    cdef double total
+    with nogil:
+        for j in range(n):
+            ov[j] = cnn_expf(xv[j])
+        total = cnn_exp_sum_row_f32(&xv[0], 0, &rv[0], n) if n > 0 else 0.0
+    return one, row, total
+

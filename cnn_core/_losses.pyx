@@ -15,10 +15,12 @@ from libc.stdlib cimport malloc, free
 
 from cnn_core._typedefs cimport floating, intp_t
 from cnn_core._threads cimport threads_for_elements
-from cnn_core._activations cimport exp_floating, row_max
+from cnn_core._activations cimport (exp_floating, softmax_exp, exp_sum_row, row_max,
+                                    cnn_exp_sum_init)
 from cnn_core import _checks
 
 cnp.import_array()
+cnn_exp_sum_init()
 
 # Elements per partial sum of the elementwise losses: a constant, so the summation tree is
 # the same for every thread count.
@@ -39,21 +41,14 @@ cdef inline double _softmax_ce_sparse_row(const floating *x, intp_t label, float
                                           intp_t cols, floating batch_f) noexcept nogil:
     cdef floating m = row_max(x, cols)
     cdef floating x_label = x[label]  # read before g (which may alias x) is written
-    cdef floating e, total_f
-    cdef double total = 0.0
+    cdef floating total_f
+    cdef double total = exp_sum_row(x, m, g, cols)
     cdef intp_t j
-    if g == NULL:
-        for j in range(cols):
-            total += exp_floating(x[j] - m)
-    else:
-        for j in range(cols):
-            e = exp_floating(x[j] - m)
-            g[j] = e
-            total += e
+    if g != NULL:
         total_f = <floating>total
         for j in range(cols):
             g[j] = (g[j] / total_f) / batch_f
-        g[label] = (exp_floating(x_label - m) / total_f - <floating>1) / batch_f
+        g[label] = (softmax_exp(x_label - m) / total_f - <floating>1) / batch_f
     # -log_softmax(x)[label] = logsumexp(x - m) - (x[label] - m)
     return log(total) + (<double>m - <double>x_label)
 
@@ -61,16 +56,13 @@ cdef inline double _softmax_ce_sparse_row(const floating *x, intp_t label, float
 cdef inline double _softmax_ce_row(const floating *x, const floating *t, floating *g,
                                    intp_t cols, floating batch_f) noexcept nogil:
     cdef floating m = row_max(x, cols)
-    cdef floating e, total_f, mass_f
-    cdef double total = 0.0, mass = 0.0, weighted_shift = 0.0
+    cdef floating total_f, mass_f
+    cdef double mass = 0.0, weighted_shift = 0.0
     cdef intp_t j
-    for j in range(cols):
-        e = exp_floating(x[j] - m)
-        total += e
+    for j in range(cols):  # before g (which may alias x) is written
         mass += t[j]
         weighted_shift += <double>t[j] * (<double>x[j] - <double>m)
-        if g != NULL:
-            g[j] = e
+    cdef double total = exp_sum_row(x, m, g, cols)
     if g != NULL:
         total_f = <floating>total
         mass_f = <floating>mass

@@ -314,20 +314,69 @@ static inline void cnn_pack_a_panels_##N(const cnn_gemm_ctx_##N *ctx, const T *A
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* Small M (every thread's rows fit one L2-sized A block): threads own rectangles of C,     \
- * tq along N times tp along M, and pack their own A rows and B micro-panels, so nothing is  \
- * shared and no barrier runs inside the GEMM. Each B micro-panel is packed into an L1-sized  \
- * buffer right before the A panels stream past it: the packed copy never leaves L1, where   \
- * the shared path writes a whole B block to L2/L3 and reads it back. */                     \
+/* Column panel q (NR columns from q * NR) of C for row panels [c0, c1), K block pc, from    \
+ * the A panels of those rows packed in a_pack. The first tile reads B in place and packs it \
+ * on the way (copyb); the others read that copy from L1. With fetch_next, the B rows of     \
+ * column q + 1 are fetched into L2 a slice per tile: that column's first tile reads them in \
+ * place, rows ldb apart, a new page each when ldb is 4 KiB, which would stall on L3.       */ \
+static inline void cnn_gemm_column_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn,  \
+                                       int64_t q, int64_t c0, int64_t c1, int64_t pc,        \
+                                       int64_t kc, T alpha, const T *a_pack, const T *B,     \
+                                       int64_t rs_b, int64_t cs_b, T beta_k, T *C,           \
+                                       int64_t rs_c, int64_t cs_c,                           \
+                                       const cnn_epilogue_##N *ep_k, int fetch_next,         \
+                                       T *b_pack, T *edge_tile) {                            \
+    const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    const int64_t col0 = q * nr, n = cnn_min64(nr, Nn - col0);                               \
+    const T *b_src = B + pc * rs_b + col0 * cs_b;                                            \
+    int64_t p = c0;                                                                          \
+    if (n == nr && cs_b == 1 && cs_c == 1 && ctx->ukr_copyb != NULL) {                       \
+        int64_t row0, m;                                                                     \
+        cnn_row_panel(M, mr, p, &row0, &m);                                                  \
+        T *c = C + row0 * rs_c + col0;                                                       \
+        cnn_epilogue_prefetch_##N(ep_k, row0, col0, m, n);                                   \
+        ctx->ukr_copyb((int)m, kc, a_pack, b_src, rs_b, b_pack, c, rs_c, alpha, beta_k);     \
+        if (ep_k != NULL) ctx->epilogue(ep_k, c, rs_c, row0, col0, m, n);                    \
+        p++;                                                                                 \
+    } else {                                                                                 \
+        cnn_pack_b_panel_##N(ctx, b_src, rs_b, cs_b, n, kc, b_pack);                         \
+    }                                                                                        \
+    fetch_next = fetch_next && cs_b == 1 && p < c1;                                          \
+    const int64_t slice = fetch_next ? cnn_ceil_div(kc, c1 - p) : 0;                         \
+    const T *next_b = b_src + nr;                                                            \
+    for (int64_t f = 0; p < c1; p++, f += slice) {                                           \
+        for (int64_t r = f; r < cnn_min64(f + slice, kc); r++) {                             \
+            __builtin_prefetch(next_b + r * rs_b, 0, 2);                                     \
+            __builtin_prefetch(next_b + r * rs_b + nr - 1, 0, 2);                            \
+        }                                                                                    \
+        int64_t row0, m;                                                                     \
+        cnn_row_panel(M, mr, p, &row0, &m);                                                  \
+        cnn_gemm_tile_##N(ctx, kc, a_pack + (p - c0) * mr * kc, b_pack,                      \
+                          C + row0 * rs_c + col0 * cs_c, rs_c, cs_c, m, n, alpha, beta_k,    \
+                          ep_k, row0, col0, edge_tile);                                      \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+/* Small M (every thread's rows fit one L2-sized A block, or K is one block): threads pack   \
+ * their own A block and B micro-panels, so no packed data is shared. With tp == 1 every     \
+ * thread packs all rows and the column panels are dealt out dynamically, a few at a time:   \
+ * a thread slowed down (a busy or shared core) takes fewer, and since each tile is computed \
+ * whole by whichever thread takes it, the bits do not change. The only barrier is the one   \
+ * ending each K block (and row chunk). With tp > 1 (fewer column panels than threads)       \
+ * threads own fixed rectangles, tq along N times tp along M, and nothing waits.            */ \
 static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn,        \
                                  int64_t K, int64_t kb, T alpha, const T *A, int64_t rs_a,   \
                                  int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,       \
                                  T beta, T *C, int64_t rs_c, int64_t cs_c,                   \
                                  const cnn_epilogue_##N *ep, int nt, int tp,                 \
                                  int64_t chunk_panels, T *ws, int64_t ws_per_thread) {       \
-    const int mr = ctx->mr, nr = ctx->nr;                                                    \
-    const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, nr);   \
-    const int tq = nt / tp;                                                                  \
+    const int mr = ctx->mr;                                                                  \
+    const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, ctx->nr); \
+    const int tq = nt / tp, dynamic = tp == 1 && nt > 1;                                     \
+    /* Dynamic: groups of columns, about four per thread (consecutive columns, so the     */ \
+    /* next column's B prefetch is for a column this thread takes).                       */ \
+    const int64_t group = cnn_ceil_div(q_panels, 4 * (int64_t)nt);                           \
+    const int64_t n_groups = cnn_ceil_div(q_panels, group);                                  \
     _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
     {                                                                                        \
         T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
@@ -337,7 +386,7 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
         const int64_t n_chunks = cnn_ceil_div(p1 - p0, chunk_panels);                        \
         T *a_pack = ws + t * ws_per_thread;                                                  \
         T *b_pack = a_pack + cnn_round_up(chunk_panels * mr * kb, 16);                       \
-        for (int64_t pc = 0; pc < K && p0 < p1 && q0 < q1; pc += kb)                         \
+        for (int64_t pc = 0; pc < K && p0 < p1 && (dynamic || q0 < q1); pc += kb)            \
         for (int64_t ch = 0; ch < n_chunks; ch++) {                                          \
             const int64_t c0 = p0 + (p1 - p0) * ch / n_chunks;                               \
             const int64_t c1 = p0 + (p1 - p0) * (ch + 1) / n_chunks;                         \
@@ -345,40 +394,20 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
             const T beta_k = pc == 0 ? beta : (T)1;                                          \
             const cnn_epilogue_##N *ep_k = pc + kc >= K ? ep : NULL;                         \
             cnn_pack_a_panels_##N(ctx, A, rs_a, cs_a, M, c0, c1, pc, kc, a_pack);            \
-            for (int64_t q = q0; q < q1; q++) {                                              \
-                const int64_t col0 = q * nr, n = cnn_min64(nr, Nn - col0);                   \
-                const T *b_src = B + pc * rs_b + col0 * cs_b;                                \
-                int64_t p = c0;                                                              \
-                if (n == nr && cs_b == 1 && cs_c == 1 && ctx->ukr_copyb != NULL) {           \
-                    /* First tile: B read in place and packed on the way, for the others. */ \
-                    int64_t row0, m;                                                         \
-                    cnn_row_panel(M, mr, p, &row0, &m);                                      \
-                    T *c = C + row0 * rs_c + col0;                                           \
-                    cnn_epilogue_prefetch_##N(ep_k, row0, col0, m, n);                       \
-                    ctx->ukr_copyb((int)m, kc, a_pack, b_src, rs_b, b_pack, c, rs_c, alpha,  \
-                                   beta_k);                                                  \
-                    if (ep_k != NULL) ctx->epilogue(ep_k, c, rs_c, row0, col0, m, n);        \
-                    p++;                                                                     \
-                } else {                                                                     \
-                    cnn_pack_b_panel_##N(ctx, b_src, rs_b, cs_b, n, kc, b_pack);             \
+            if (dynamic) {                                                                   \
+                _Pragma("omp for schedule(dynamic, 1)")                                      \
+                for (int64_t g = 0; g < n_groups; g++) {                                     \
+                    const int64_t g1 = cnn_min64((g + 1) * group, q_panels);                 \
+                    for (int64_t q = g * group; q < g1; q++)                                 \
+                        cnn_gemm_column_##N(ctx, M, Nn, q, c0, c1, pc, kc, alpha, a_pack,    \
+                                            B, rs_b, cs_b, beta_k, C, rs_c, cs_c, ep_k,      \
+                                            q + 1 < g1, b_pack, edge_tile);                  \
                 }                                                                            \
-                /* While this column's tiles run, fetch the next column's B rows into L2 */  \
-                /* (a slice per tile): its first tile reads them in place, rows ldb apart,   */ \
-                /* a new page each when ldb is 4 KiB, which would stall on L3 otherwise.     */ \
-                const int fetch_next = q + 1 < q1 && cs_b == 1 && p < c1;                    \
-                const int64_t slice = fetch_next ? cnn_ceil_div(kc, c1 - p) : 0;             \
-                const T *next_b = b_src + nr;                                                \
-                for (int64_t f = 0; p < c1; p++, f += slice) {                               \
-                    for (int64_t r = f; r < cnn_min64(f + slice, kc); r++) {                 \
-                        __builtin_prefetch(next_b + r * rs_b, 0, 2);                         \
-                        __builtin_prefetch(next_b + r * rs_b + nr - 1, 0, 2);                \
-                    }                                                                        \
-                    int64_t row0, m;                                                         \
-                    cnn_row_panel(M, mr, p, &row0, &m);                                      \
-                    cnn_gemm_tile_##N(ctx, kc, a_pack + (p - c0) * mr * kc, b_pack,          \
-                                      C + row0 * rs_c + col0 * cs_c, rs_c, cs_c, m, n,       \
-                                      alpha, beta_k, ep_k, row0, col0, edge_tile);           \
-                }                                                                            \
+            } else {                                                                         \
+                for (int64_t q = q0; q < q1; q++)                                            \
+                    cnn_gemm_column_##N(ctx, M, Nn, q, c0, c1, pc, kc, alpha, a_pack, B,     \
+                                        rs_b, cs_b, beta_k, C, rs_c, cs_c, ep_k, q + 1 < q1, \
+                                        b_pack, edge_tile);                                  \
             }                                                                                \
         }                                                                                    \
     }                                                                                        \

@@ -57,6 +57,24 @@ cdef void gather_rows(const float *x, const int64_t *order, float *dst, intp_t r
         memcpy(dst + i * cols, x + order[i] * cols, cols * sizeof(float))
 
 
+cdef extern from *:
+    """
+    /* Fetches rows idx[0..rows) of x (cols floats each) toward the caches, a line at a time:
+     * the next batch's rows, gathered from random places of a large array, arrive while the
+     * current step computes instead of stalling the next step's copy. */
+    static inline void cnn_prefetch_rows_f32(const float *x, const int64_t *idx, int64_t rows,
+                                             int64_t cols) {
+        for (int64_t i = 0; i < rows; i++) {
+            const char *row = (const char *)(x + idx[i] * cols);
+            for (int64_t b = 0; b < cols * (int64_t)sizeof(float); b += 64)
+                __builtin_prefetch(row + b, 0, 2);
+        }
+    }
+    """
+    void cnn_prefetch_rows_f32(const float *x, const int64_t *idx, int64_t rows,
+                               int64_t cols) noexcept nogil
+
+
 cdef inline intp_t argmax_row(const float *row, intp_t n) noexcept nogil:
     # First maximum wins, as numpy.argmax.
     cdef intp_t j, best = 0
@@ -324,7 +342,7 @@ cdef class DenseChainTrainer:
         cdef const int64_t *op = <const int64_t *>cnp.PyArray_DATA(order)
         cdef const double *lp = <const double *>cnp.PyArray_DATA(lrs)
         cdef double loss_sum = 0, step_loss
-        cdef intp_t correct = 0, compared = 0, seen = 0, s, rows, row0
+        cdef intp_t correct = 0, compared = 0, seen = 0, s, rows, row0, next_rows
         cdef int status = 0
         with nogil:
             for s in range(n_steps):
@@ -332,8 +350,10 @@ cdef class DenseChainTrainer:
                 if row0 >= n:
                     break
                 rows = min(self.batch_size, n - row0)
-                status = self._step(xp, yp, op + row0, rows, lp[s], first_step + s + 1,
-                                    &step_loss, &correct, &compared)
+                next_rows = min(self.batch_size, n - row0 - rows)
+                status = self._step(xp, yp, op + row0, rows, op + row0 + rows,
+                                    next_rows if next_rows > 0 else 0, lp[s],
+                                    first_step + s + 1, &step_loss, &correct, &compared)
                 if status != 0:
                     break
                 loss_sum += step_loss * rows
@@ -343,9 +363,10 @@ cdef class DenseChainTrainer:
         return loss_sum, correct, compared, seen
 
     cdef int _step(self, const float *x, const void *y, const int64_t *idx, intp_t rows,
-                   double lr, intp_t step, double *loss_out, intp_t *correct,
-                   intp_t *compared) noexcept nogil:
-        """One training step on the rows idx[0..rows) (see run)."""
+                   const int64_t *next_idx, intp_t next_rows, double lr, intp_t step,
+                   double *loss_out, intp_t *correct, intp_t *compared) noexcept nogil:
+        """One training step on the rows idx[0..rows) (see run); the rows next_idx[0..next_rows)
+        of the step after are prefetched."""
         cdef int nt = get_num_threads_c()
         cdef int i, status, layer_act, last = self.n_layers - 1
         cdef intp_t r, j, outs = self.n_outputs
@@ -369,6 +390,8 @@ cdef class DenseChainTrainer:
         status = self._forward(self.x_batch, rows, nt)
         if status != 0:
             return status
+
+        cnn_prefetch_rows_f32(x, next_idx, next_rows, self.n_features)
 
         # 3. Loss and its gradient, from the logits when the output activation is fused.
         out = self.a[last]

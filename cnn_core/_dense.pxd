@@ -14,7 +14,7 @@ cdef void column_sums(const floating *dz, floating *db, intp_t rows, intp_t cols
 
 # The whole dense backward on raw pointers (see dense_backward). act >= 0: dz = grad * f'(z)
 # is computed first (act must be elementwise); act < 0: dz already holds dL/dz.
-# grad_x may be NULL (not needed). act_x >= 0 (elementwise id of the layer below, whose output
+# grad_x may be NULL (not needed). act_x > 0 (elementwise id of the layer below, whose output
 # x = f_x(z_x) is): grad_x receives dL/dz_x = (dz w^T) * f_x'(z_x), fused into the GEMM's
 # write-back, so that layer is then called with act < 0. z_x, a_x: (batch, n_in) contiguous.
 # Returns 0, or -1 on workspace allocation failure.

@@ -203,7 +203,7 @@ cdef int dense_backward_raw(const floating *x, intp_t rs_x, intp_t cs_x,
     if status != 0:
         return status
     column_sums(dz, grad_b, batch, units, threads_for_elements(batch * units))
-    if grad_x != NULL and act_x >= 0:
+    if grad_x != NULL and act_x > 0:
         # grad_x = (dz w^T) * f'(z_x): on through the activation below, tile by tile.
         status = gemm_act_backward_raw(batch, n_in, units, dz, units, 1, w, cs_w, rs_w,
                                        grad_x, n_in, act_x, z_x, a_x, n_in, param_x,

@@ -66,7 +66,7 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
         ep32.rs_z = rs_z
         ep32.act = act
         ep32.param = act_param
-        ep32.d_act = -1
+        ep32.d_act = 0
         return cnn_gemm_f32(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
                             &ep32 if has_epilogue else NULL, num_threads)
     else:
@@ -75,7 +75,7 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
         ep64.rs_z = rs_z
         ep64.act = act
         ep64.param = act_param
-        ep64.d_act = -1
+        ep64.d_act = 0
         return cnn_gemm_f64(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
                             &ep64 if has_epilogue else NULL, num_threads)
 

@@ -5,9 +5,10 @@
  *
  * Two loop nests, both over the same equal K blocks (<= KB, fixed by the shape):
  * - private (batches: each thread's rows of A fit one L2-sized block, MB_PRIVATE): threads
- *   own rectangles of C and pack their own A block and B micro-panels. The first tile of a
- *   column reads B in place and packs it on the way (copyb kernels); the next ones read the
- *   packed copy from L1. No data is shared and no barrier runs inside the GEMM.
+ *   pack their own A block and B micro-panels and take whole column panels of C (dealt out
+ *   dynamically). The first tile of a column reads B in place and packs it on the way (copyb
+ *   kernels); the next ones read the packed copy from L1. No packed data is shared; the only
+ *   barrier ends each K block.
  * - shared (large M), BLIS's order:
  *   pc over K blocks                       (the only loop that accumulates into C)
  *   jc over N in blocks <= NB: pack the KB x NB block of B into NR-column micro-panels (L3)
@@ -103,7 +104,7 @@ ATTR static void NAME(const cnn_epilogue_##N *ep, T *c, int64_t rs_c, int64_t ro
         if (ep->z_out != NULL)                                                               \
             memcpy(ep->z_out + (row0 + i) * ep->rs_z + col0, row, (size_t)n * sizeof(T));    \
         cnn_act_apply_##N(ep->act, row, row, n, ep->param);                                  \
-        if (ep->d_act >= 0) {                                                                \
+        if (ep->d_act > 0) {                                                                 \
             const int64_t at = (row0 + i) * ep->rs_d + col0;                                 \
             cnn_act_backward_##N(ep->d_act, row, ep->d_z + at, ep->d_a + at, row, n,         \
                                  ep->d_param);                                               \
@@ -149,7 +150,7 @@ struct cnn_epilogue_##N {                                                       
     int act;       /* CNN_ACT_* elementwise id; identity for none */                         \
     T param;                                                                                 \
     /* Backward through the layer below (dx = dz W^T becomes dL/dz of that layer):         */ \
-    /* c *= f'(z), z and a = f(z) of shape M x N, rows rs_d apart. d_act < 0: none.         */ \
+    /* c *= f'(z), z and a = f(z) of shape M x N, rows rs_d apart. d_act <= 0: none.        */ \
     int d_act;                                                                               \
     const T *d_z, *d_a;                                                                      \
     int64_t rs_d;                                                                            \
@@ -251,7 +252,7 @@ CNN_EPILOGUE_FN_X86(N, T, cnn_epilogue_tile_avx2_##N, __attribute__((target("avx
  * a large array, fetched while the k loop runs rather than missed after it. */              \
 static inline void cnn_epilogue_prefetch_##N(const cnn_epilogue_##N *ep, int64_t row0,      \
                                              int64_t col0, int64_t m, int64_t n) {           \
-    if (ep == NULL || ep->d_act < 0) return;                                                 \
+    if (ep == NULL || ep->d_act <= 0) return;                                                \
     for (int64_t i = 0; i < m; i++) {                                                        \
         const int64_t at = (row0 + i) * ep->rs_d + col0;                                     \
         __builtin_prefetch(ep->d_z + at, 0, 3);                                              \
@@ -357,7 +358,7 @@ static inline void cnn_gemm_column_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, i
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* Small M (every thread's rows fit one L2-sized A block, or K is one block): threads pack   \
+/* Small M (every thread's rows fit one L2-sized A block): threads pack                      \
  * their own A block and B micro-panels, so no packed data is shared. With tp == 1 every     \
  * thread packs all rows and the column panels are dealt out dynamically, a few at a time:   \
  * a thread slowed down (a busy or shared core) takes fewer, and since each tile is computed \

@@ -95,5 +95,8 @@
 
 /* Below this many flops (2*M*N*K) a GEMM runs on one thread: waking others costs more. */
 #define CNN_GEMM_MIN_FLOPS_PER_THREAD 400000.0
+/* The shared (BLIS) path is taken only with at least this much work per barrier it waits at
+ * (a few microseconds each, more on a busy machine); below, the barrier-free private one. */
+#define CNN_GEMM_MIN_FLOPS_PER_BARRIER 4000000.0
 
 #endif

@@ -494,19 +494,24 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
     if (nt < 1) nt = 1;                                                                      \
     const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, nr);   \
     const int tp = cnn_rows_split(nt, q_panels);                                             \
-    const int64_t rows_per_thread = cnn_ceil_div(p_panels, tp) * mr;                         \
-    if (rows_per_thread <= ctx->mb_private) {                            \
-        const int64_t panels_per_thread = cnn_ceil_div(p_panels, tp);                        \
+    const int64_t panels_per_thread = cnn_ceil_div(p_panels, tp);                            \
+    const int64_t mb = cnn_round_up(cnn_ceil_div(M, cnn_ceil_div(M, ctx->mb)), mr);          \
+    /* The shared path waits at 1 + 2 * (M / MB) barriers per K block: with little work    */ \
+    /* between them (small K: dW = x^T dz of a small batch) the private one wins, repacking */ \
+    /* A per thread included.                                                              */ \
+    const double shared_barriers = (double)cnn_ceil_div(K, kb) * (1 + 2 * cnn_ceil_div(M, mb)); \
+    if (panels_per_thread * mr <= ctx->mb_private                                            \
+        || (nt > 1 && flops < shared_barriers * CNN_GEMM_MIN_FLOPS_PER_BARRIER)) {           \
         const int64_t chunk_panels = cnn_ceil_div(panels_per_thread,                         \
             cnn_ceil_div(panels_per_thread * mr, ctx->mb_private));                          \
-        const int64_t per_thread = cnn_round_up(cnn_round_up(chunk_panels * mr * kb, 16) + nr * kb, 16); \
+        const int64_t per_thread =                                                           \
+            cnn_round_up(cnn_round_up(chunk_panels * mr * kb, 16) + nr * kb, 16);            \
         T *ws = (T *)cnn_gemm_workspace((size_t)(per_thread * nt) * sizeof(T));              \
         if (ws == NULL) return -1;                                                           \
         cnn_gemm_private_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta,   \
                              C, rs_c, cs_c, ep, nt, tp, chunk_panels, ws, per_thread);       \
         return 0;                                                                            \
     }                                                                                        \
-    const int64_t mb = cnn_round_up(cnn_ceil_div(M, cnn_ceil_div(M, ctx->mb)), mr);          \
     const int64_t nb = cnn_round_up(cnn_ceil_div(Nn, cnn_ceil_div(Nn, ctx->nb)), nr);        \
     const int64_t a_elems = cnn_round_up(mb * kb, 16);                                       \
     T *a_pack = (T *)cnn_gemm_workspace((size_t)(a_elems + nb * kb) * sizeof(T));            \

@@ -369,19 +369,21 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
                                  int64_t K, int64_t kb, T alpha, const T *A, int64_t rs_a,   \
                                  int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,       \
                                  T beta, T *C, int64_t rs_c, int64_t cs_c,                   \
-                                 const cnn_epilogue_##N *ep, int nt, int tp,                 \
-                                 int64_t chunk_panels, T *ws, int64_t ws_per_thread) {       \
+                                 const cnn_epilogue_##N *ep, int nt, int64_t chunk_panels,   \
+                                 T *ws, int64_t ws_per_thread) {                             \
     const int mr = ctx->mr;                                                                  \
     const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, ctx->nr); \
-    const int tq = nt / tp, dynamic = tp == 1 && nt > 1;                                     \
-    /* Dynamic: groups of columns, about four per thread (consecutive columns, so the     */ \
-    /* next column's B prefetch is for a column this thread takes).                       */ \
-    const int64_t group = cnn_ceil_div(q_panels, 4 * (int64_t)nt);                           \
-    const int64_t n_groups = cnn_ceil_div(q_panels, group);                                  \
     _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
     {                                                                                        \
         T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
-        const int t = omp_get_thread_num();                                                  \
+        /* The split follows the team OpenMP gave (it may be smaller than nt). */            \
+        const int team = omp_get_num_threads(), t = omp_get_thread_num();                    \
+        const int tp = cnn_rows_split(team, q_panels), tq = team / tp;                       \
+        const int dynamic = tp == 1 && team > 1;                                             \
+        /* Dynamic: groups of columns, about four per thread (consecutive columns, so the */ \
+        /* next column's B prefetch is for a column this thread takes).                   */ \
+        const int64_t group = cnn_ceil_div(q_panels, 4 * (int64_t)team);                     \
+        const int64_t n_groups = cnn_ceil_div(q_panels, group);                              \
         const int64_t p0 = p_panels * (t / tq) / tp, p1 = p_panels * (t / tq + 1) / tp;      \
         const int64_t q0 = q_panels * (t % tq) / tq, q1 = q_panels * (t % tq + 1) / tq;      \
         const int64_t n_chunks = cnn_ceil_div(p1 - p0, chunk_panels);                        \
@@ -509,7 +511,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
         T *ws = (T *)cnn_gemm_workspace((size_t)(per_thread * nt) * sizeof(T));              \
         if (ws == NULL) return -1;                                                           \
         cnn_gemm_private_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta,   \
-                             C, rs_c, cs_c, ep, nt, tp, chunk_panels, ws, per_thread);       \
+                             C, rs_c, cs_c, ep, nt, chunk_panels, ws, per_thread);           \
         return 0;                                                                            \
     }                                                                                        \
     const int64_t nb = cnn_round_up(cnn_ceil_div(Nn, cnn_ceil_div(Nn, ctx->nb)), nr);        \

@@ -1,5 +1,7 @@
 """cnn_core.gemm against the NumPy reference: every kernel family, shapes around the tile and
 block sizes, all transposes, strided views; bitwise reproducibility across thread counts."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -207,3 +209,28 @@ def test_a_row_gives_the_same_bits_in_any_batch(kernel, dtype):
     full = cnn_core.gemm(a, b)
     for rows in (1, 2, 3, 5, 7, 8, 9, 17):
         assert cnn_core.gemm(a[:rows], b).tobytes() == full[:rows].tobytes()
+
+
+def test_a_smaller_openmp_team_than_asked_still_computes_everything():
+    """OMP_THREAD_LIMIT (or OMP_DYNAMIC) can give a parallel region fewer threads than
+    set_num_threads asks for: the work split must follow the team, not the request. N = 10
+    splits rows between threads (fewer column panels than threads), N = 128 columns."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import numpy as np, cnn_core
+        cnn_core.set_num_threads(4)
+        rng = np.random.default_rng(0)
+        for m, k, n in [(256, 300, 10), (64, 784, 128), (1000, 64, 32)]:
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            want = a.astype(np.float64) @ b.astype(np.float64)
+            np.testing.assert_allclose(cnn_core.gemm(a, b), want, rtol=1e-4, atol=1e-3)
+        print("ok")
+    """)
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

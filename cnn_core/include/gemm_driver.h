@@ -489,6 +489,16 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
         if (ep != NULL) ctx->epilogue(ep, C, rs_c, 0, 0, 1, Nn);                             \
         return 0;                                                                            \
     }                                                                                        \
+    if (Nn < nr && M > Nn) {                                                                 \
+        /* Narrow C (a classifier's 10 outputs): a 16-wide tile would do 10/16 useful FMAs. */ \
+        /* C^T = B^T A^T puts the long side along the vectors instead; each element's      */ \
+        /* products and their order are unchanged (same K blocks), so the bits are too. The */ \
+        /* epilogue then runs over C row by row.                                           */ \
+        const int status = cnn_gemm_run_##N(ctx, Nn, M, K, alpha, B, cs_b, rs_b, A, cs_a, rs_a, \
+                                            beta, C, cs_c, rs_c, NULL, nthreads);            \
+        if (status == 0 && ep != NULL) ctx->epilogue(ep, C, rs_c, 0, 0, M, Nn);              \
+        return status;                                                                       \
+    }                                                                                        \
     const double flops = 2.0 * (double)M * (double)Nn * (double)K;                           \
     int nt = nthreads;                                                                       \
     if (flops < nt * CNN_GEMM_MIN_FLOPS_PER_THREAD)                                          \

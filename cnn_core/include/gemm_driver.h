@@ -4,8 +4,9 @@
  *   row/column strides (so transposes and views need no copy: they are only strides).
  *
  * Two loop nests, both over the same equal K blocks (<= KB, fixed by the shape):
- * - private (batches: each thread's rows of A fit one L2-sized block, MB_PRIVATE): threads
- *   pack their own A block and B micro-panels and take whole column panels of C (dealt out
+ * - private (batches: each thread's rows of A fit one L2-sized block, MB_PRIVATE; or small
+ *   K, where the shared path would wait at barriers more than it computes): threads pack
+ *   their own A rows and B micro-panels and take whole column panels of C (dealt out
  *   dynamically). The first tile of a column reads B in place and packs it on the way (copyb
  *   kernels); the next ones read the packed copy from L1. No packed data is shared; the only
  *   barrier ends each K block.
@@ -15,6 +16,7 @@
  *   ic over M in blocks <= MB: pack the MB x KB block of A into MR-row micro-panels (L2)
  *   (q, p) over the NR-column and MR-row micro-panels: micro-kernel; one B micro-panel
  *          stays in L1 while the A micro-panels stream past it.
+ * A narrow C (N < NR) is computed as C^T = B^T A^T, its long side along the vectors.
  * Threads split packing and tiles, never K: every element of C is summed by one thread in
  * the same order whatever the path and the thread count, so results are bitwise
  * reproducible.
@@ -358,8 +360,8 @@ static inline void cnn_gemm_column_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, i
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* Small M (every thread's rows fit one L2-sized A block): threads pack                      \
- * their own A block and B micro-panels, so no packed data is shared. With tp == 1 every     \
+/* Batch-sized M (or little work per barrier of the shared path): threads pack their own A  \
+ * rows, in L2-sized chunks, and B micro-panels, so no packed data is shared. With tp == 1   \
  * thread packs all rows and the column panels are dealt out dynamically, a few at a time:   \
  * a thread slowed down (a busy or shared core) takes fewer, and since each tile is computed \
  * whole by whichever thread takes it, the bits do not change. The only barrier is the one   \

@@ -213,7 +213,7 @@ def test_a_row_gives_the_same_bits_in_any_batch(kernel, dtype, n):
         assert cnn_core.gemm(a[:rows], b).tobytes() == full[:rows].tobytes()
 
 
-def test_a_smaller_openmp_team_than_asked_still_computes_everything():
+def test_a_smaller_openmp_team_than_asked_still_computes_everything(tmp_path):
     """OMP_THREAD_LIMIT (or OMP_DYNAMIC) can give a parallel region fewer threads than
     set_num_threads asks for: the work split must follow the team, not the request. N = 10
     splits rows between threads (fewer column panels than threads), N = 128 columns."""
@@ -233,6 +233,7 @@ def test_a_smaller_openmp_team_than_asked_still_computes_everything():
         print("ok")
     """)
     env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    # Outside the source tree, so the child imports the cnn_core this test runs against.
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=120)
+                            env=env, cwd=tmp_path, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -196,7 +196,24 @@ def test_softmax_exp_is_within_one_ulp_and_the_same_in_vector_and_scalar_code():
     assert rel.max() <= 1.2e-7, (rel.max(), x[normal][rel.argmax()])
     assert np.all(one[x < -87.3365478515625] == 0)
     assert np.all(np.isposinf(one[x > 88.72283172607421875]))
-    np.testing.assert_allclose(total, row.astype(np.float64).sum(), rtol=1e-12)
+
+
+def test_softmax_exp_row_sum_is_float64_in_eight_fixed_lanes():
+    """exp_sum_row's total: lane k sums the terms j = k (mod 8) in increasing j, the lanes
+    are combined pairwise, then the n % 8 last terms are added in order (a finite row, so
+    the comparison is exact and not inf == inf)."""
+    x = np.random.default_rng(3).uniform(-20, 5, 1003).astype(np.float32)
+    _, row, total = _activations._softmax_exp_paths(x)
+    terms = row.astype(np.float64)
+    full = len(x) // 8 * 8
+    lanes = [0.0] * 8
+    for j in range(full):
+        lanes[j % 8] += terms[j]
+    want = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5])
+                                                              + (lanes[6] + lanes[7]))
+    for j in range(full, len(x)):
+        want += terms[j]
+    assert total == want
 
 
 def test_softmax_exp_special_values():

@@ -37,6 +37,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--only", nargs="*", default=None, metavar="MxKxN",
+                        help="run only these shapes (all their transposes)")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -45,6 +47,8 @@ def main():
     ratios = []
     with threadpool_limits(args.threads):
         cases = [(shape, t) for shape in SHAPES for t in TRANSPOSES] + BACKPROP
+        if args.only is not None:
+            cases = [c for c in cases if "x".join(map(str, c[0])) in args.only]
         for (m, k, n), (ta, tb) in cases:
             a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
             b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)

@@ -5,11 +5,11 @@
  *
  * Two loop nests, both over the same equal K blocks (<= KB, fixed by the shape):
  * - private (batches: each thread's rows of A fit one L2-sized block, MB_PRIVATE; or small
- *   K, where the shared path would wait at barriers more than it computes): the threads pack
- *   the A rows together, then each takes whole column panels of C (dealt out dynamically)
- *   and packs their B micro-panels itself. The first tile of a column reads B in place and
- *   packs it on the way (copyb kernels); the next ones read the packed copy from L1. Two
- *   barriers per K block: A packed, and C's columns done.
+ *   K, where the shared path would wait at barriers more than it computes): threads pack
+ *   their own A rows and B micro-panels and take whole column panels of C (dealt out
+ *   dynamically). The first tile of a column reads B in place and packs it on the way (copyb
+ *   kernels); the next ones read the packed copy from L1. No packed data is shared; the only
+ *   barrier ends each K block.
  * - shared (large M), BLIS's order:
  *   pc over K blocks                       (the only loop that accumulates into C)
  *   jc over N in blocks <= NB: pack the KB x NB block of B into NR-column micro-panels (L3)
@@ -360,14 +360,13 @@ static inline void cnn_gemm_column_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, i
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* Batch-sized M (or little work per barrier of the shared path): A in L2-sized chunks of   \
- * rows, B micro-panels packed by the thread that uses them. With tp == 1 the threads pack   \
- * each chunk of A together (a share of its panels each, so 64 threads do not pack it 64    \
- * times), wait for it, and then the column panels are dealt out dynamically, a few at a     \
- * time: a thread slowed down (a busy or shared core) takes fewer, and since each tile is    \
- * computed whole by whichever thread takes it, the bits do not change. With tp > 1 (fewer  \
- * column panels than threads) threads own fixed rectangles, tq along N times tp along M,    \
- * pack their own A rows, and nothing waits.                                                */ \
+/* Batch-sized M (or little work per barrier of the shared path): threads pack their own A  \
+ * rows, in L2-sized chunks, and B micro-panels, so no packed data is shared. With tp == 1   \
+ * thread packs all rows and the column panels are dealt out dynamically, a few at a time:   \
+ * a thread slowed down (a busy or shared core) takes fewer, and since each tile is computed \
+ * whole by whichever thread takes it, the bits do not change. The only barrier is the one   \
+ * ending each K block (and row chunk). With tp > 1 (fewer column panels than threads)       \
+ * threads own fixed rectangles, tq along N times tp along M, and nothing waits.            */ \
 static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn,        \
                                  int64_t K, int64_t kb, T alpha, const T *A, int64_t rs_a,   \
                                  int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,       \
@@ -390,10 +389,8 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
         const int64_t p0 = p_panels * (t / tq) / tp, p1 = p_panels * (t / tq + 1) / tp;      \
         const int64_t q0 = q_panels * (t % tq) / tq, q1 = q_panels * (t % tq + 1) / tq;      \
         const int64_t n_chunks = cnn_ceil_div(p1 - p0, chunk_panels);                        \
-        /* Dynamic: the A chunk is packed once, each thread a share of its panels, into   */ \
-        /* thread 0's slot (every thread reads all of it); fixed rectangles: each its own. */ \
-        T *a_pack = ws + (dynamic ? 0 : t * ws_per_thread);                                  \
-        T *b_pack = ws + t * ws_per_thread + cnn_round_up(chunk_panels * mr * kb, 16);       \
+        T *a_pack = ws + t * ws_per_thread;                                                  \
+        T *b_pack = a_pack + cnn_round_up(chunk_panels * mr * kb, 16);                       \
         for (int64_t pc = 0; pc < K && p0 < p1 && (dynamic || q0 < q1); pc += kb)            \
         for (int64_t ch = 0; ch < n_chunks; ch++) {                                          \
             const int64_t c0 = p0 + (p1 - p0) * ch / n_chunks;                               \
@@ -401,12 +398,8 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
             const int64_t kc = cnn_min64(kb, K - pc);                                        \
             const T beta_k = pc == 0 ? beta : (T)1;                                          \
             const cnn_epilogue_##N *ep_k = pc + kc >= K ? ep : NULL;                         \
+            cnn_pack_a_panels_##N(ctx, A, rs_a, cs_a, M, c0, c1, pc, kc, a_pack);            \
             if (dynamic) {                                                                   \
-                const int64_t s0 = c0 + (c1 - c0) * t / team;                                \
-                const int64_t s1 = c0 + (c1 - c0) * (t + 1) / team;                          \
-                cnn_pack_a_panels_##N(ctx, A, rs_a, cs_a, M, s0, s1, pc, kc,                 \
-                                      a_pack + (s0 - c0) * mr * kc);                         \
-                _Pragma("omp barrier")                                                       \
                 _Pragma("omp for schedule(dynamic, 1)")                                      \
                 for (int64_t g = 0; g < n_groups; g++) {                                     \
                     const int64_t g1 = cnn_min64((g + 1) * group, q_panels);                 \
@@ -416,7 +409,6 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
                                             q + 1 < g1, b_pack, edge_tile);                  \
                 }                                                                            \
             } else {                                                                         \
-                cnn_pack_a_panels_##N(ctx, A, rs_a, cs_a, M, c0, c1, pc, kc, a_pack);        \
                 for (int64_t q = q0; q < q1; q++)                                            \
                     cnn_gemm_column_##N(ctx, M, Nn, q, c0, c1, pc, kc, alpha, a_pack, B,     \
                                         rs_b, cs_b, beta_k, C, rs_c, cs_c, ep_k, q + 1 < q1, \

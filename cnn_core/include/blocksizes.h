@@ -99,4 +99,8 @@
  * (a few microseconds each, more on a busy machine); below, the barrier-free private one. */
 #define CNN_GEMM_MIN_FLOPS_PER_BARRIER 4000000.0
 
+/* A tall C (M > N) is split by rows among threads when its packed K block of B, which every
+ * thread then packs for itself, is at most this large (a quarter of a 512 KiB L2). */
+#define CNN_GEMM_ROWS_MAX_B_BYTES 131072.0
+
 #endif

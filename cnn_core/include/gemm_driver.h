@@ -9,7 +9,8 @@
  *   their own A rows and B micro-panels and take whole column panels of C (dealt out
  *   dynamically). The first tile of a column reads B in place and packs it on the way (copyb
  *   kernels); the next ones read the packed copy from L1. No packed data is shared; the only
- *   barrier ends each K block.
+ *   barrier ends each K block. A tall C with a small B (M > N) is dealt out by groups of rows
+ *   instead: then each thread packs all of B, the small operand, rather than all of A.
  * - shared (large M), BLIS's order:
  *   pc over K blocks                       (the only loop that accumulates into C)
  *   jc over N in blocks <= NB: pack the KB x NB block of B into NR-column micro-panels (L3)
@@ -418,6 +419,57 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
     }                                                                                        \
 }                                                                                            \
                                                                                              \
+/* Tall C with a small B (M > N and the whole packed K block of B small, e.g. dW = x^T dz of \
+ * a small batch): the mirror of the above. Split by columns, every thread would pack all of \
+ * A, the larger operand; here each thread packs the small B block for itself and groups of  \
+ * row panels are dealt out dynamically, each thread packing the A rows of the groups it     \
+ * takes. Every tile is still computed whole by one thread, so the bits do not change. The   \
+ * barrier ending each K block keeps a tile's K blocks in order.                            */ \
+static void cnn_gemm_private_rows_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn,   \
+                                      int64_t K, int64_t kb, T alpha, const T *A,            \
+                                      int64_t rs_a, int64_t cs_a, const T *B, int64_t rs_b,  \
+                                      int64_t cs_b, T beta, T *C, int64_t rs_c, int64_t cs_c, \
+                                      const cnn_epilogue_##N *ep, int nt,                    \
+                                      int64_t chunk_panels, T *ws, int64_t ws_per_thread) {  \
+    const int mr = ctx->mr, nr = ctx->nr;                                                    \
+    const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, nr);   \
+    _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
+    {                                                                                        \
+        T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
+        const int team = omp_get_num_threads(), t = omp_get_thread_num();                    \
+        /* About four groups per thread, none larger than an L2-sized chunk of A. */         \
+        const int64_t group = cnn_min64(chunk_panels,                                        \
+                                        cnn_ceil_div(p_panels, 4 * (int64_t)team));          \
+        const int64_t n_groups = cnn_ceil_div(p_panels, group);                              \
+        T *a_pack = ws + t * ws_per_thread;                                                  \
+        T *b_pack = a_pack + cnn_round_up(chunk_panels * mr * kb, 16);                       \
+        for (int64_t pc = 0; pc < K; pc += kb) {                                             \
+            const int64_t kc = cnn_min64(kb, K - pc);                                        \
+            const T beta_k = pc == 0 ? beta : (T)1;                                          \
+            const cnn_epilogue_##N *ep_k = pc + kc >= K ? ep : NULL;                         \
+            for (int64_t q = 0; q < q_panels; q++)                                           \
+                cnn_pack_b_panel_##N(ctx, B + pc * rs_b + q * nr * cs_b, rs_b, cs_b,         \
+                                     cnn_min64(nr, Nn - q * nr), kc, b_pack + q * nr * kc);  \
+            _Pragma("omp for schedule(dynamic, 1)")                                          \
+            for (int64_t g = 0; g < n_groups; g++) {                                         \
+                const int64_t g0 = g * group, g1 = cnn_min64(g0 + group, p_panels);          \
+                cnn_pack_a_panels_##N(ctx, A, rs_a, cs_a, M, g0, g1, pc, kc, a_pack);        \
+                for (int64_t q = 0; q < q_panels; q++) {                                     \
+                    const int64_t col0 = q * nr;                                             \
+                    for (int64_t p = g0; p < g1; p++) {                                      \
+                        int64_t row0, m;                                                     \
+                        cnn_row_panel(M, mr, p, &row0, &m);                                  \
+                        cnn_gemm_tile_##N(ctx, kc, a_pack + (p - g0) * mr * kc,              \
+                                          b_pack + q * nr * kc, C + row0 * rs_c + col0 * cs_c, \
+                                          rs_c, cs_c, m, cnn_min64(nr, Nn - col0), alpha,    \
+                                          beta_k, ep_k, row0, col0, edge_tile);              \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
 /* Large M: BLIS's loops, the packed A and B blocks shared by the threads. */                \
 static void cnn_gemm_shared_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn,         \
                                 int64_t K, int64_t kb, T alpha, const T *A, int64_t rs_a,    \
@@ -518,10 +570,18 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
         || (nt > 1 && flops < shared_barriers * CNN_GEMM_MIN_FLOPS_PER_BARRIER)) {           \
         const int64_t chunk_panels = cnn_ceil_div(panels_per_thread,                         \
             cnn_ceil_div(panels_per_thread * mr, ctx->mb_private));                          \
-        const int64_t per_thread =                                                           \
-            cnn_round_up(cnn_round_up(chunk_panels * mr * kb, 16) + nr * kb, 16);            \
+        const int by_rows = nt > 1 && M > Nn                                                 \
+            && (double)(q_panels * nr * kb) * sizeof(T) <= CNN_GEMM_ROWS_MAX_B_BYTES;        \
+        const int64_t per_thread = cnn_round_up(                                             \
+            cnn_round_up(chunk_panels * mr * kb, 16) + (by_rows ? q_panels : 1) * nr * kb, 16); \
         T *ws = (T *)cnn_gemm_workspace((size_t)(per_thread * nt) * sizeof(T));              \
         if (ws == NULL) return -1;                                                           \
+        if (by_rows) {                                                                       \
+            cnn_gemm_private_rows_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, \
+                                      beta, C, rs_c, cs_c, ep, nt, chunk_panels, ws,         \
+                                      per_thread);                                           \
+            return 0;                                                                        \
+        }                                                                                    \
         cnn_gemm_private_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta,   \
                              C, rs_c, cs_c, ep, nt, chunk_panels, ws, per_thread);           \
         return 0;                                                                            \

@@ -155,6 +155,45 @@ def test_bitwise_identical_for_any_thread_count(restore_threads, shape, trans):
     assert all(r == results[0] for r in results[1:])
 
 
+# Tall C with a small B (M > N, the packed K block of B <= 128 KiB): threads split the rows
+# (cnn_gemm_private_rows). 784x32x128 is dW of a 32-sample batch; 500x600x40 has two K
+# blocks (beta applies to the first only) and a partial column panel; 301x64x20 partial
+# row and column panels.
+@pytest.mark.parametrize("shape", [(784, 32, 128), (500, 600, 40), (301, 64, 20)])
+@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tall_c_split_by_rows_is_bitwise_identical_for_any_thread_count(
+        restore_threads, shape, trans, dtype):
+    m, k, n = shape
+    rng = np.random.default_rng(7)
+    a, b = _operands(rng, m, k, n, dtype, *trans)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    results = []
+    for threads in (1, 2, 3, 4):
+        cnn_core.set_num_threads(threads)
+        out = c0.copy()
+        cnn_core.gemm(a, b, trans_a=trans[0], trans_b=trans[1], alpha=0.75, beta=0.5, out=out)
+        results.append(out)
+    want = ref.gemm(a, b, trans_a=trans[0], trans_b=trans[1], alpha=0.75, beta=0.5,
+                    out=c0.copy())
+    _assert_close(results[0], want.astype(np.float64), dtype, k)
+    assert all(r.tobytes() == results[0].tobytes() for r in results[1:])
+
+
+def test_tall_c_split_by_rows_applies_the_epilogue_once_per_tile(restore_threads):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((301, 64)).astype(np.float32)
+    w = rng.standard_normal((64, 20)).astype(np.float32)
+    bias = rng.standard_normal(20).astype(np.float32)
+    outs = []
+    for threads in (1, 2, 4):
+        cnn_core.set_num_threads(threads)
+        outs.append(cnn_core.dense_forward(x, w, bias, "relu"))
+    np.testing.assert_allclose(outs[0], np.maximum(x.astype(np.float64) @ w + bias, 0),
+                               rtol=1e-5, atol=1e-5)
+    assert all(o.tobytes() == outs[0].tobytes() for o in outs[1:])
+
+
 @pytest.mark.parametrize(
     "args, kwargs, exc, words",
     [

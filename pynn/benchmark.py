@@ -77,8 +77,8 @@ class Table:
     def __init__(self):
         self.rows = []
 
-    def add(self, section, case, times, flops=None, note=""):
-        row = {"section": section, "case": case, "flops": flops, "note": note}
+    def add(self, section, case, times, flops=None, note="", extra=None):
+        row = {"section": section, "case": case, "flops": flops, "note": note, **(extra or {})}
         for impl, t in times.items():
             row[impl] = t
         self.rows.append(row)
@@ -343,6 +343,56 @@ def bench_training(table, quick):
                   note=f"median of {rounds} epochs; numpy scaled from 50 steps")
 
 
+def bench_scaling(table, quick):
+    """Thread scaling of training, measured in one process: epochs of a 20,480-sample slice at
+    1 thread and at the runner's thread count alternate (pynn, then PyTorch), and the speedup
+    is the median over the pairs. Separate runs at different thread counts would compare
+    different minutes of a shared machine."""
+    threads = cnn_core.get_num_threads()
+    if threads < 2:
+        print("scaling   skipped: needs --threads >= 2", flush=True)
+        return
+    x, y = _synthetic_mnist(20480)
+    pairs = 2 if quick else 5
+    models = TRAIN_MODELS[:2] if quick else TRAIN_MODELS
+    for name, hidden, batch in models:
+        flops = _model_flops_per_sample(hidden) * x.shape[0]
+        model = _pynn_model(hidden, "cnn_core")
+        model.fit(x[:batch * 4], y[:batch * 4], batch_size=batch, epochs=1, verbose=0)
+        runs = {"pynn": (lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0),
+                         cnn_core.set_num_threads, cnn_core.get_num_threads())}
+        if torch is not None:
+            tm = _torch_model(hidden)
+            opt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+            xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+            _torch_epoch(tm, opt, xt, yt, batch, steps=4)
+            runs["torch"] = (lambda: _torch_epoch(tm, opt, xt, yt, batch),
+                             torch.set_num_threads, torch.get_num_threads())
+        seconds = {(impl, n): [] for impl in runs for n in (1, threads)}
+        try:
+            for r in range(pairs):
+                for impl, (epoch, set_threads, _) in runs.items():
+                    for n in ((1, threads) if r % 2 == 0 else (threads, 1)):
+                        set_threads(n)
+                        quiesce()
+                        t0 = time.perf_counter()
+                        epoch()
+                        seconds[impl, n].append(time.perf_counter() - t0)
+        finally:
+            for _, set_threads, before in runs.values():
+                set_threads(before)
+        speedup = {impl: float(np.median([a / b for a, b in zip(seconds[impl, 1],
+                                                                seconds[impl, threads])]))
+                   for impl in runs}
+        times = {impl: float(np.median(seconds[impl, threads])) for impl in runs}
+        one = float(np.median(seconds["pynn", 1]))
+        note = (f"{threads} threads vs 1 ({one:.2f} s): pynn {speedup['pynn']:.2f}x"
+                + (f", torch {speedup['torch']:.2f}x" if "torch" in speedup else "")
+                + f"; median of {pairs} alternating pairs")
+        table.add("scaling", f"{name} b{batch}, 20,480 samples", times, flops=flops,
+                  note=note, extra={"speedup": speedup, "pynn_1_thread": one})
+
+
 def bench_predict(table, quick):
     x, _ = _synthetic_mnist(10000)
     hidden = (128,)
@@ -401,6 +451,7 @@ SECTIONS = {
     "optim": bench_optimizers,
     "train": bench_training,
     "predict": bench_predict,
+    "scaling": bench_scaling,
 }
 
 
@@ -453,8 +504,11 @@ def main(argv=None):
                    "numpy": np.__version__,
                    "torch": torch.__version__ if torch is not None else None,
                    "rows": table.rows}
-        with open(args.json, "w") as f:
+        # Written whole, then renamed: an interrupted run leaves no half-written file.
+        tmp = f"{args.json}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
             json.dump(payload, f, indent=2)
+        os.replace(tmp, args.json)
         print(f"wrote {args.json}")
     return 0
 

@@ -19,6 +19,7 @@ from cnn_core._losses import (
 )
 from cnn_core._optim import sgd_update, adam_update, rmsprop_update, adagrad_update
 from cnn_core._reductions import all_finite, sum_of_squares
+from cnn_core._peak import fma_peak
 from cnn_core import _gemm
 
 

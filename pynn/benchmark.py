@@ -330,6 +330,8 @@ def bench_training(table, quick):
                 epoch()
                 seconds[impl].append(time.perf_counter() - t0)
         times = {impl: float(np.median(v)) for impl, v in seconds.items()}
+        peak = _peak_gflops()
+        share = flops / times["pynn"] / 1e9 / peak
         # The NumPy reference is slow: time a slice of the epoch and scale it.
         ref_steps = 50
         ref_model = _pynn_model(hidden, "numpy")
@@ -340,7 +342,26 @@ def bench_training(table, quick):
         times["numpy"] = (time.perf_counter() - t0) * steps_per_epoch / ref_steps
         pynn.set_backend("cnn_core")
         table.add("train", f"epoch {name} b{batch}", times, flops=flops,
-                  note=f"median of {rounds} epochs; numpy scaled from 50 steps")
+                  note=f"pynn at {share:.0%} of the FMA peak ({peak:.0f} GF/s); median of "
+                       f"{rounds} epochs; numpy scaled from 50 steps",
+                  extra={"peak_gflops": peak, "pynn_peak_fraction": share})
+
+
+def _peak_gflops():
+    """The FMA peak of the runner's thread count, now (the machine's clock drifts)."""
+    quiesce()
+    return cnn_core.fma_peak(cnn_core.get_num_threads())
+
+
+def bench_peak(table, quick):
+    """The float32 FMA peak at 1 thread and at the runner's count: what "% of peak" means."""
+    threads = cnn_core.get_num_threads()
+    for n in sorted({1, threads}):
+        quiesce()
+        gflops = cnn_core.fma_peak(n)
+        table.add("peak", f"FMA peak, {n} thread{'s' if n > 1 else ''}", {"pynn": None},
+                  note=f"{gflops:.1f} GFLOP/s: only FMAs, {cnn_core.build_info()['cpu_kernels'][-1]}"
+                       f" vectors, best of 5", extra={"gflops": gflops})
 
 
 def bench_scaling(table, quick):
@@ -444,6 +465,7 @@ def bench_startup(table, quick):
 
 
 SECTIONS = {
+    "peak": bench_peak,
     "startup": bench_startup,
     "gemm": bench_gemm,
     "dense": bench_dense,

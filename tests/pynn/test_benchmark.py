@@ -61,3 +61,14 @@ def test_scaling_alternates_thread_counts_and_restores_them(monkeypatch, restore
     impls = ["pynn"] + (["torch"] if benchmark.torch is not None else [])
     for impl in impls:
         assert row[impl] > 0 and np.isfinite(row["speedup"][impl]) and row["speedup"][impl] > 0
+
+
+def test_peak_section_reports_one_and_n_threads(monkeypatch, restore_threads):
+    monkeypatch.setattr(benchmark, "quiesce", lambda: None)
+    real = cnn_core.fma_peak
+    monkeypatch.setattr(cnn_core, "fma_peak", lambda n: real(n, seconds=0.005, repeats=1))
+    cnn_core.set_num_threads(2)
+    table = benchmark.Table()
+    benchmark.bench_peak(table, quick=True)
+    assert [r["case"] for r in table.rows] == ["FMA peak, 1 thread", "FMA peak, 2 threads"]
+    assert all(r["gflops"] > 0 and r["pynn"] is None for r in table.rows)

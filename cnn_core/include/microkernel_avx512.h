@@ -11,7 +11,11 @@
 #include "blocksizes.h"
 #include "microkernel_tile.h"
 
+/* Overridable: tests/cnn_core/avx512_emulation compiles these kernels against an AVX2
+ * emulation of the _mm512 intrinsics, so their code runs on CPUs without AVX-512. */
+#ifndef CNN_AVX512_TARGET
 #define CNN_AVX512_TARGET __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+#endif
 
 #define CNN_AVX512_ROWS_VARIANT(T, N, V, SFX, W, MR, ROWS)                                   \
 CNN_AVX512_TARGET                                                                            \

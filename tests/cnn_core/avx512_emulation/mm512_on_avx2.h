@@ -1,0 +1,125 @@
+/* The _mm512 intrinsics cnn_core's AVX-512 kernels use, emulated with two AVX2 vectors, so
+ * those kernels' code (include/microkernel_avx512.h) can run, and be tested, on a CPU
+ * without AVX-512. Each emulated operation rounds exactly as the real one (an FMA is one
+ * rounding either way), so results must equal the other kernels' bit for bit wherever the
+ * summation order is the same.
+ *
+ * Include after <immintrin.h>: the macros below rename the intrinsics from then on. */
+#ifndef CNN_MM512_ON_AVX2_H
+#define CNN_MM512_ON_AVX2_H
+
+#include <stdint.h>
+#include <immintrin.h>
+
+#define EMU static inline __attribute__((target("avx2,fma"), always_inline))
+
+typedef struct { __m256 lo, hi; } emu_m512;
+typedef struct { __m256d lo, hi; } emu_m512d;
+typedef uint16_t emu_mmask16;
+typedef uint8_t emu_mmask8;
+
+EMU emu_m512 emu_setzero_ps(void) { emu_m512 r = {_mm256_setzero_ps(), _mm256_setzero_ps()}; return r; }
+EMU emu_m512 emu_set1_ps(float x) { emu_m512 r = {_mm256_set1_ps(x), _mm256_set1_ps(x)}; return r; }
+EMU emu_m512 emu_loadu_ps(const void *p) {
+    const float *f = (const float *)p;
+    emu_m512 r = {_mm256_loadu_ps(f), _mm256_loadu_ps(f + 8)};
+    return r;
+}
+EMU void emu_storeu_ps(void *p, emu_m512 v) {
+    _mm256_storeu_ps((float *)p, v.lo);
+    _mm256_storeu_ps((float *)p + 8, v.hi);
+}
+EMU emu_m512 emu_fmadd_ps(emu_m512 a, emu_m512 b, emu_m512 c) {
+    emu_m512 r = {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+    return r;
+}
+EMU emu_m512 emu_mul_ps(emu_m512 a, emu_m512 b) {
+    emu_m512 r = {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)};
+    return r;
+}
+EMU emu_m512 emu_add_ps(emu_m512 a, emu_m512 b) {
+    emu_m512 r = {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)};
+    return r;
+}
+/* Lane i of the half is on when bit i of `bits` is set. */
+EMU __m256i emu_lanes32(unsigned bits) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), bit), bit);
+}
+EMU __m256i emu_lanes64(unsigned bits) {
+    const __m256i bit = _mm256_setr_epi64x(1, 2, 4, 8);
+    return _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x((long long)bits), bit), bit);
+}
+/* Masked-off lanes are neither read nor written (maskload/maskstore do not fault there). */
+EMU emu_m512 emu_maskz_loadu_ps(emu_mmask16 k, const void *p) {
+    const float *f = (const float *)p;
+    emu_m512 r = {_mm256_maskload_ps(f, emu_lanes32(k & 0xFF)),
+                  _mm256_maskload_ps(f + 8, emu_lanes32(k >> 8))};
+    return r;
+}
+EMU void emu_mask_storeu_ps(void *p, emu_mmask16 k, emu_m512 v) {
+    _mm256_maskstore_ps((float *)p, emu_lanes32(k & 0xFF), v.lo);
+    _mm256_maskstore_ps((float *)p + 8, emu_lanes32(k >> 8), v.hi);
+}
+
+EMU emu_m512d emu_setzero_pd(void) { emu_m512d r = {_mm256_setzero_pd(), _mm256_setzero_pd()}; return r; }
+EMU emu_m512d emu_set1_pd(double x) { emu_m512d r = {_mm256_set1_pd(x), _mm256_set1_pd(x)}; return r; }
+EMU emu_m512d emu_loadu_pd(const void *p) {
+    const double *d = (const double *)p;
+    emu_m512d r = {_mm256_loadu_pd(d), _mm256_loadu_pd(d + 4)};
+    return r;
+}
+EMU void emu_storeu_pd(void *p, emu_m512d v) {
+    _mm256_storeu_pd((double *)p, v.lo);
+    _mm256_storeu_pd((double *)p + 4, v.hi);
+}
+EMU emu_m512d emu_fmadd_pd(emu_m512d a, emu_m512d b, emu_m512d c) {
+    emu_m512d r = {_mm256_fmadd_pd(a.lo, b.lo, c.lo), _mm256_fmadd_pd(a.hi, b.hi, c.hi)};
+    return r;
+}
+EMU emu_m512d emu_mul_pd(emu_m512d a, emu_m512d b) {
+    emu_m512d r = {_mm256_mul_pd(a.lo, b.lo), _mm256_mul_pd(a.hi, b.hi)};
+    return r;
+}
+EMU emu_m512d emu_add_pd(emu_m512d a, emu_m512d b) {
+    emu_m512d r = {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)};
+    return r;
+}
+EMU emu_m512d emu_maskz_loadu_pd(emu_mmask8 k, const void *p) {
+    const double *d = (const double *)p;
+    emu_m512d r = {_mm256_maskload_pd(d, emu_lanes64(k & 0xF)),
+                   _mm256_maskload_pd(d + 4, emu_lanes64(k >> 4))};
+    return r;
+}
+EMU void emu_mask_storeu_pd(void *p, emu_mmask8 k, emu_m512d v) {
+    _mm256_maskstore_pd((double *)p, emu_lanes64(k & 0xF), v.lo);
+    _mm256_maskstore_pd((double *)p + 4, emu_lanes64(k >> 4), v.hi);
+}
+
+#define __m512 emu_m512
+#define __m512d emu_m512d
+#define __mmask16 emu_mmask16
+#define __mmask8 emu_mmask8
+#define _mm512_setzero_ps emu_setzero_ps
+#define _mm512_set1_ps emu_set1_ps
+#define _mm512_loadu_ps emu_loadu_ps
+#define _mm512_storeu_ps emu_storeu_ps
+#define _mm512_fmadd_ps emu_fmadd_ps
+#define _mm512_mul_ps emu_mul_ps
+#define _mm512_add_ps emu_add_ps
+#define _mm512_maskz_loadu_ps emu_maskz_loadu_ps
+#define _mm512_mask_storeu_ps emu_mask_storeu_ps
+#define _mm512_setzero_pd emu_setzero_pd
+#define _mm512_set1_pd emu_set1_pd
+#define _mm512_loadu_pd emu_loadu_pd
+#define _mm512_storeu_pd emu_storeu_pd
+#define _mm512_fmadd_pd emu_fmadd_pd
+#define _mm512_mul_pd emu_mul_pd
+#define _mm512_add_pd emu_add_pd
+#define _mm512_maskz_loadu_pd emu_maskz_loadu_pd
+#define _mm512_mask_storeu_pd emu_mask_storeu_pd
+
+/* The kernels are compiled for AVX2: no AVX-512 instruction may reach the binary. */
+#define CNN_AVX512_TARGET __attribute__((target("avx2,fma")))
+
+#endif

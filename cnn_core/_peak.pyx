@@ -1,9 +1,11 @@
 """The float32 FLOP peak of this CPU, measured (``include/fma_peak.h``): the yardstick that
 benchmarks divide by. No kernel uses it."""
+import numbers
 import time
 
 from cnn_core._threads cimport get_num_threads_c
 from cnn_core._typedefs cimport intp_t
+from cnn_core import _checks
 
 cdef extern from "fma_peak.h" nogil:
     float cnn_fma_peak_parallel(int level, intp_t iters, int nt, double *flops)
@@ -24,18 +26,19 @@ cdef double _timed_run(int level, intp_t iters, int nt, double *flops) except -1
 
 def fma_peak(threads=None, seconds=0.05, repeats=5):
     """Float32 GFLOP/s of ``threads`` threads (default: ``get_num_threads()``) that do nothing
-    but fused multiply-adds on the widest vectors the CPU has: the best of ``repeats`` runs of
-    about ``seconds`` each. A benchmark's "% of peak" divides by this, measured in the same
-    run (a shared machine's clock drifts). Returns a float.
+    but fused multiply-adds on the widest vectors the CPU has (AVX-512, else AVX2, else plain
+    C multiply-adds), whatever kernel family is in use: the best of ``repeats`` runs of about
+    ``seconds`` each. A benchmark's "% of peak" divides by this, measured in the same run (a
+    shared machine's clock drifts). Without OpenMP one thread runs. Returns a float.
     """
-    if threads is None:
-        threads = get_num_threads_c()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-    if not (seconds > 0) or isinstance(repeats, bool) or not isinstance(repeats, int) \
-            or repeats < 1:
-        raise ValueError(f"seconds must be > 0 and repeats an integer >= 1, got "
-                         f"seconds={seconds!r}, repeats={repeats!r}")
+    threads = get_num_threads_c() if threads is None else _checks.check_positive_int(
+        threads, "threads")
+    repeats = _checks.check_positive_int(repeats, "repeats")
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise TypeError(f"seconds must be a real number, got {type(seconds).__name__}")
+    seconds = float(seconds)
+    if not 0 < seconds <= 60:  # NaN fails this too
+        raise ValueError(f"seconds must be in (0, 60], got {seconds}")
     cdef int level = cnn_cpu_best_kernel(), nt = threads
     cdef intp_t iters = 1 << 12
     cdef double flops = 0, elapsed

@@ -353,15 +353,19 @@ def _peak_gflops():
     return cnn_core.fma_peak(cnn_core.get_num_threads())
 
 
+PEAK_LOOPS = {"avx512": "AVX-512 FMAs", "avx2": "AVX2 FMAs", "reference": "C multiply-adds"}
+
+
 def bench_peak(table, quick):
     """The float32 FMA peak at 1 thread and at the runner's count: what "% of peak" means."""
-    threads = cnn_core.get_num_threads()
+    threads = cnn_core.get_num_threads() if cnn_core.has_openmp() else 1
+    loop = PEAK_LOOPS[cnn_core.build_info()["cpu_kernels"][-1]]
     for n in sorted({1, threads}):
         quiesce()
         gflops = cnn_core.fma_peak(n)
         table.add("peak", f"FMA peak, {n} thread{'s' if n > 1 else ''}", {"pynn": None},
-                  note=f"{gflops:.1f} GFLOP/s: only FMAs, {cnn_core.build_info()['cpu_kernels'][-1]}"
-                       f" vectors, best of 5", extra={"gflops": gflops})
+                  note=f"{gflops:.1f} GFLOP/s: {loop} only, best of 5 runs",
+                  extra={"gflops": gflops})
 
 
 def bench_scaling(table, quick):

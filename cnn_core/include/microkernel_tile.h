@@ -7,21 +7,26 @@
  * CNN_TILE_B_COPY also stores it to b_copy (NR values a row), so the first tile of a column
  * packs B for the next ones in the load slots of an FMA-bound loop. Its rows are ldb apart,
  * often a page apart, where the hardware prefetcher does not follow: it fetches
- * CNN_COPYB_PREFETCH_ROWS rows ahead (the driver has already brought them to L2). */
+ * CNN_COPYB_PREFETCH_ROWS rows ahead (for most columns the driver has brought them to L2
+ * while the previous column ran). */
 #ifndef CNN_MICROKERNEL_TILE_H
 #define CNN_MICROKERNEL_TILE_H
 
 #include <immintrin.h>
 
 /* Only 2: when ldb is a multiple of 4 KiB (1024 floats: a layer 1024 wide) every row of B
- * maps to the same set of the 8-way L1, and 8 rows ahead (16 lines) evicted the rows about
- * to be read. 2 rows (4 lines) cover L2's latency: 32x784x1024 NN ran 9-11% faster (1 and 2
- * threads, in-process A/B), other shapes unchanged (within +-2%). */
+ * maps to the same set of the 8-way L1, and 8 rows ahead (16 lines of AVX2's 64-byte rows)
+ * evicted the rows about to be read. 2 rows cover L2's latency: with AVX2, 32x784x1024 NN
+ * ran 9-11% faster (1 and 2 threads, in-process A/B), other shapes within +-2%. AVX-512's
+ * rows are two lines each: not measured (no such CPU here). */
+#ifndef CNN_COPYB_PREFETCH_ROWS
 #define CNN_COPYB_PREFETCH_ROWS 2
+#endif
 #define CNN_TILE_B_KEEP(PFX, SFX, W, b0, b1)
 #define CNN_TILE_B_COPY(PFX, SFX, W, b0, b1)                                                  \
     _mm_prefetch((const char *)(b + CNN_COPYB_PREFETCH_ROWS * ldb), _MM_HINT_T0);            \
-    _mm_prefetch((const char *)(b + CNN_COPYB_PREFETCH_ROWS * ldb + 2 * W - 1), _MM_HINT_T0); \
+    _mm_prefetch((const char *)(b + CNN_COPYB_PREFETCH_ROWS * ldb + 2 * W - 1),              \
+                 _MM_HINT_T0);                                                              \
     PFX##_storeu_##SFX(b_copy, b0);                                                         \
     PFX##_storeu_##SFX(b_copy + W, b1);                                                     \
     b_copy += 2 * W;

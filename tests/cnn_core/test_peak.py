@@ -2,6 +2,7 @@
 measures a loop that really ran, and rejects bad arguments, is."""
 import math
 
+import numpy as np
 import pytest
 
 import cnn_core
@@ -25,15 +26,24 @@ def test_default_thread_count_is_the_kernels():
         cnn_core.set_num_threads(before)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"threads": 0}, "threads"),
-    ({"threads": True}, "threads"),
-    ({"threads": 1.5}, "threads"),
-    ({"seconds": 0}, "seconds"),
-    ({"seconds": float("nan")}, "seconds"),
-    ({"repeats": 0}, "repeats"),
-    ({"repeats": 2.0}, "repeats"),
+def test_numpy_integers_are_accepted():
+    assert cnn_core.fma_peak(np.int64(1), seconds=0.005, repeats=np.int32(1)) > 0
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"threads": 0}, ValueError, "threads"),
+    ({"threads": True}, TypeError, "threads"),
+    ({"threads": 1.5}, TypeError, "threads"),
+    ({"seconds": 0}, ValueError, "seconds"),
+    ({"seconds": -1.0}, ValueError, "seconds"),
+    ({"seconds": float("nan")}, ValueError, "seconds"),
+    ({"seconds": float("inf")}, ValueError, "seconds"),
+    ({"seconds": 1e9}, ValueError, "seconds"),
+    ({"seconds": True}, TypeError, "seconds"),
+    ({"seconds": "0.1"}, TypeError, "seconds"),
+    ({"repeats": 0}, ValueError, "repeats"),
+    ({"repeats": 2.0}, TypeError, "repeats"),
 ])
-def test_bad_arguments_are_named(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_arguments_are_named(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
         cnn_core.fma_peak(**kwargs)

@@ -4,7 +4,8 @@
  * rounding either way), so results must equal the other kernels' bit for bit wherever the
  * summation order is the same.
  *
- * Include after <immintrin.h>: the macros below rename the intrinsics from then on. */
+ * Include before any code that uses _mm512 intrinsics (after <immintrin.h>, which this
+ * header includes): the macros at its end rename them from there on. */
 #ifndef CNN_MM512_ON_AVX2_H
 #define CNN_MM512_ON_AVX2_H
 
@@ -18,8 +19,14 @@ typedef struct { __m256d lo, hi; } emu_m512d;
 typedef uint16_t emu_mmask16;
 typedef uint8_t emu_mmask8;
 
-EMU emu_m512 emu_setzero_ps(void) { emu_m512 r = {_mm256_setzero_ps(), _mm256_setzero_ps()}; return r; }
-EMU emu_m512 emu_set1_ps(float x) { emu_m512 r = {_mm256_set1_ps(x), _mm256_set1_ps(x)}; return r; }
+EMU emu_m512 emu_setzero_ps(void) {
+    emu_m512 r = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    return r;
+}
+EMU emu_m512 emu_set1_ps(float x) {
+    emu_m512 r = {_mm256_set1_ps(x), _mm256_set1_ps(x)};
+    return r;
+}
 EMU emu_m512 emu_loadu_ps(const void *p) {
     const float *f = (const float *)p;
     emu_m512 r = {_mm256_loadu_ps(f), _mm256_loadu_ps(f + 8)};
@@ -50,7 +57,9 @@ EMU __m256i emu_lanes64(unsigned bits) {
     const __m256i bit = _mm256_setr_epi64x(1, 2, 4, 8);
     return _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_set1_epi64x((long long)bits), bit), bit);
 }
-/* Masked-off lanes are neither read nor written (maskload/maskstore do not fault there). */
+/* Masked-off lanes are neither read nor written, as with the real ones. (Intel guarantees
+ * maskload/maskstore never fault there; AMD leaves it to the implementation. The kernels only
+ * mask lanes past the end of a row, and the test's arrays are larger than that.) */
 EMU emu_m512 emu_maskz_loadu_ps(emu_mmask16 k, const void *p) {
     const float *f = (const float *)p;
     emu_m512 r = {_mm256_maskload_ps(f, emu_lanes32(k & 0xFF)),
@@ -62,8 +71,14 @@ EMU void emu_mask_storeu_ps(void *p, emu_mmask16 k, emu_m512 v) {
     _mm256_maskstore_ps((float *)p + 8, emu_lanes32(k >> 8), v.hi);
 }
 
-EMU emu_m512d emu_setzero_pd(void) { emu_m512d r = {_mm256_setzero_pd(), _mm256_setzero_pd()}; return r; }
-EMU emu_m512d emu_set1_pd(double x) { emu_m512d r = {_mm256_set1_pd(x), _mm256_set1_pd(x)}; return r; }
+EMU emu_m512d emu_setzero_pd(void) {
+    emu_m512d r = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+    return r;
+}
+EMU emu_m512d emu_set1_pd(double x) {
+    emu_m512d r = {_mm256_set1_pd(x), _mm256_set1_pd(x)};
+    return r;
+}
 EMU emu_m512d emu_loadu_pd(const void *p) {
     const double *d = (const double *)p;
     emu_m512d r = {_mm256_loadu_pd(d), _mm256_loadu_pd(d + 4)};

@@ -19,35 +19,42 @@ typedef struct { __m256d lo, hi; } emu_m512d;
 typedef uint16_t emu_mmask16;
 typedef uint8_t emu_mmask8;
 
-EMU emu_m512 emu_setzero_ps(void) {
-    emu_m512 r = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    return r;
-}
-EMU emu_m512 emu_set1_ps(float x) {
-    emu_m512 r = {_mm256_set1_ps(x), _mm256_set1_ps(x)};
-    return r;
-}
-EMU emu_m512 emu_loadu_ps(const void *p) {
-    const float *f = (const float *)p;
-    emu_m512 r = {_mm256_loadu_ps(f), _mm256_loadu_ps(f + 8)};
-    return r;
-}
-EMU void emu_storeu_ps(void *p, emu_m512 v) {
-    _mm256_storeu_ps((float *)p, v.lo);
-    _mm256_storeu_ps((float *)p + 8, v.hi);
-}
-EMU emu_m512 emu_fmadd_ps(emu_m512 a, emu_m512 b, emu_m512 c) {
-    emu_m512 r = {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
-    return r;
-}
-EMU emu_m512 emu_mul_ps(emu_m512 a, emu_m512 b) {
-    emu_m512 r = {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)};
-    return r;
-}
-EMU emu_m512 emu_add_ps(emu_m512 a, emu_m512 b) {
-    emu_m512 r = {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)};
-    return r;
-}
+/* The unmasked operations for one element type T: a V512 is two AVX2 vectors of HALF lanes. */
+#define EMU_DEFINE_BASIC(V512, T, SFX, HALF)                                          \
+    EMU V512 emu_setzero_##SFX(void) {                                                      \
+        V512 r = {_mm256_setzero_##SFX(), _mm256_setzero_##SFX()};                          \
+        return r;                                                                           \
+    }                                                                                       \
+    EMU V512 emu_set1_##SFX(T x) {                                                          \
+        V512 r = {_mm256_set1_##SFX(x), _mm256_set1_##SFX(x)};                              \
+        return r;                                                                           \
+    }                                                                                       \
+    EMU V512 emu_loadu_##SFX(const void *p) {                                               \
+        const T *e = (const T *)p;                                                          \
+        V512 r = {_mm256_loadu_##SFX(e), _mm256_loadu_##SFX(e + HALF)};                     \
+        return r;                                                                           \
+    }                                                                                       \
+    EMU void emu_storeu_##SFX(void *p, V512 v) {                                            \
+        _mm256_storeu_##SFX((T *)p, v.lo);                                                  \
+        _mm256_storeu_##SFX((T *)p + HALF, v.hi);                                           \
+    }                                                                                       \
+    EMU V512 emu_fmadd_##SFX(V512 a, V512 b, V512 c) {                                      \
+        V512 r = {_mm256_fmadd_##SFX(a.lo, b.lo, c.lo),                                     \
+                  _mm256_fmadd_##SFX(a.hi, b.hi, c.hi)};                                    \
+        return r;                                                                           \
+    }                                                                                       \
+    EMU V512 emu_mul_##SFX(V512 a, V512 b) {                                                \
+        V512 r = {_mm256_mul_##SFX(a.lo, b.lo), _mm256_mul_##SFX(a.hi, b.hi)};              \
+        return r;                                                                           \
+    }                                                                                       \
+    EMU V512 emu_add_##SFX(V512 a, V512 b) {                                                \
+        V512 r = {_mm256_add_##SFX(a.lo, b.lo), _mm256_add_##SFX(a.hi, b.hi)};              \
+        return r;                                                                           \
+    }
+
+EMU_DEFINE_BASIC(emu_m512, float, ps, 8)
+EMU_DEFINE_BASIC(emu_m512d, double, pd, 4)
+
 /* Lane i of the half is on when bit i of `bits` is set. */
 EMU __m256i emu_lanes32(unsigned bits) {
     const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
@@ -71,35 +78,6 @@ EMU void emu_mask_storeu_ps(void *p, emu_mmask16 k, emu_m512 v) {
     _mm256_maskstore_ps((float *)p + 8, emu_lanes32(k >> 8), v.hi);
 }
 
-EMU emu_m512d emu_setzero_pd(void) {
-    emu_m512d r = {_mm256_setzero_pd(), _mm256_setzero_pd()};
-    return r;
-}
-EMU emu_m512d emu_set1_pd(double x) {
-    emu_m512d r = {_mm256_set1_pd(x), _mm256_set1_pd(x)};
-    return r;
-}
-EMU emu_m512d emu_loadu_pd(const void *p) {
-    const double *d = (const double *)p;
-    emu_m512d r = {_mm256_loadu_pd(d), _mm256_loadu_pd(d + 4)};
-    return r;
-}
-EMU void emu_storeu_pd(void *p, emu_m512d v) {
-    _mm256_storeu_pd((double *)p, v.lo);
-    _mm256_storeu_pd((double *)p + 4, v.hi);
-}
-EMU emu_m512d emu_fmadd_pd(emu_m512d a, emu_m512d b, emu_m512d c) {
-    emu_m512d r = {_mm256_fmadd_pd(a.lo, b.lo, c.lo), _mm256_fmadd_pd(a.hi, b.hi, c.hi)};
-    return r;
-}
-EMU emu_m512d emu_mul_pd(emu_m512d a, emu_m512d b) {
-    emu_m512d r = {_mm256_mul_pd(a.lo, b.lo), _mm256_mul_pd(a.hi, b.hi)};
-    return r;
-}
-EMU emu_m512d emu_add_pd(emu_m512d a, emu_m512d b) {
-    emu_m512d r = {_mm256_add_pd(a.lo, b.lo), _mm256_add_pd(a.hi, b.hi)};
-    return r;
-}
 EMU emu_m512d emu_maskz_loadu_pd(emu_mmask8 k, const void *p) {
     const double *d = (const double *)p;
     emu_m512d r = {_mm256_maskload_pd(d, emu_lanes64(k & 0xF)),

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 cimport numpy as cnp
+from libc.math cimport isfinite
 
 from cnn_core._typedefs cimport floating, intp_t
 from cnn_core._threads cimport get_num_threads_c
@@ -121,6 +122,81 @@ def _element_strides(x, name):
     return s0 // itemsize, s1 // itemsize
 
 
+cdef bint _plain_matrix(object x, int type_num):
+    """x is exactly an ndarray (not a subclass), 2-D, of dtype type_num, with strides in whole
+    elements."""
+    if type(x) is not np.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    if cnp.PyArray_NDIM(arr) != 2 or cnp.PyArray_TYPE(arr) != type_num:
+        return False
+    cdef intp_t item = cnp.PyArray_ITEMSIZE(arr)
+    return cnp.PyArray_STRIDES(arr)[0] % item == 0 and cnp.PyArray_STRIDES(arr)[1] % item == 0
+
+
+cdef void _byte_bounds(cnp.ndarray x, intp_t *lo, intp_t *hi) noexcept:
+    """[lo, hi): the bytes a non-empty 2-D array can touch (numpy's may_share_memory bounds)."""
+    cdef intp_t start = <intp_t>cnp.PyArray_DATA(x), end = start, off
+    cdef int d
+    for d in range(2):
+        off = (cnp.PyArray_DIMS(x)[d] - 1) * cnp.PyArray_STRIDES(x)[d]
+        if off > 0:
+            end += off
+        else:
+            start += off
+    lo[0] = start
+    hi[0] = end + cnp.PyArray_ITEMSIZE(x)
+
+
+cdef bint _disjoint(cnp.ndarray x, cnp.ndarray y) noexcept:
+    cdef intp_t x0, x1, y0, y1
+    if cnp.PyArray_SIZE(x) == 0 or cnp.PyArray_SIZE(y) == 0:
+        return True
+    _byte_bounds(x, &x0, &x1)
+    _byte_bounds(y, &y0, &y1)
+    return x1 <= y0 or y1 <= x0
+
+
+cdef bint _valid_at_a_glance(object a, object b, bint trans_a, bint trans_b, object alpha,
+                             object beta, object out):
+    """True when the operands are plainly valid: float64 or float32 matrices of one dtype,
+    matching inner sizes, Python float scalars, and an out of the right shape that is writable,
+    has no zero stride and lies apart from a and b. Everything else (including every error)
+    goes through the full checks, so this changes speed only: a few C tests instead of ~5 us of
+    Python checks per call, which a 100 us GEMM notices."""
+    if type(a) is not np.ndarray:
+        return False
+    cdef int type_num = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64:
+        return False
+    if not _plain_matrix(a, type_num) or not _plain_matrix(b, type_num):
+        return False
+    if type(alpha) is not float or type(beta) is not float:
+        return False
+    if not (isfinite(<double>alpha) and isfinite(<double>beta)):
+        return False
+    cdef cnp.ndarray arr_a = <cnp.ndarray>a, arr_b = <cnp.ndarray>b, arr_c
+    cdef intp_t m = cnp.PyArray_DIMS(arr_a)[1 if trans_a else 0]
+    cdef intp_t k = cnp.PyArray_DIMS(arr_a)[0 if trans_a else 1]
+    cdef intp_t k_b = cnp.PyArray_DIMS(arr_b)[1 if trans_b else 0]
+    cdef intp_t n = cnp.PyArray_DIMS(arr_b)[0 if trans_b else 1]
+    if k != k_b:
+        return False
+    if out is None:
+        return True
+    if not _plain_matrix(out, type_num):
+        return False
+    arr_c = <cnp.ndarray>out
+    if cnp.PyArray_DIMS(arr_c)[0] != m or cnp.PyArray_DIMS(arr_c)[1] != n:
+        return False
+    if not cnp.PyArray_ISWRITEABLE(arr_c):
+        return False
+    if cnp.PyArray_SIZE(arr_c) > 1 and (cnp.PyArray_STRIDES(arr_c)[0] == 0
+                                        or cnp.PyArray_STRIDES(arr_c)[1] == 0):
+        return False
+    return _disjoint(arr_c, arr_a) and _disjoint(arr_c, arr_b)
+
+
 def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     """``alpha * op(a) @ op(b) + beta * out`` with ``op(x) = x.T if trans else x``.
 
@@ -129,6 +205,9 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     out: (M, N), same dtype, any non-overlapping strides; allocated when None. With beta == 0
     the old content of ``out`` is never read. Returns out.
     """
+    cdef bint ta = bool(trans_a), tb = bool(trans_b)
+    if _valid_at_a_glance(a, b, ta, tb, alpha, beta, out):
+        return _gemm_checked(a, b, ta, tb, alpha, beta, out)
     _checks.check_array(a, "a", ndim=2, allow_empty=True)
     _checks.check_array(b, "b", ndim=2, dtype=a.dtype, allow_empty=True)
     alpha = _checks.check_finite_scalar(alpha, "alpha")
@@ -157,11 +236,29 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
             raise ValueError("out has a zero stride: its elements overlap")
         if np.may_share_memory(out, a) or np.may_share_memory(out, b):
             raise ValueError("out must not share memory with a or b")
-    rs_c, cs_c = _element_strides(out, "out")
+    return _gemm_checked(a, b, ta, tb, alpha, beta, out)
+
+
+cdef object _gemm_checked(cnp.ndarray a, cnp.ndarray b, bint trans_a, bint trans_b,
+                          double alpha, double beta, object out):
+    """gemm on validated operands (out may be None: allocated, beta ignored)."""
+    cdef intp_t item = cnp.PyArray_ITEMSIZE(a)
+    cdef intp_t M = cnp.PyArray_DIMS(a)[1 if trans_a else 0]
+    cdef intp_t K = cnp.PyArray_DIMS(a)[0 if trans_a else 1]
+    cdef intp_t N = cnp.PyArray_DIMS(b)[0 if trans_b else 1]
+    cdef intp_t ra = cnp.PyArray_STRIDES(a)[0] // item, ca = cnp.PyArray_STRIDES(a)[1] // item
+    cdef intp_t rb = cnp.PyArray_STRIDES(b)[0] // item, cb = cnp.PyArray_STRIDES(b)[1] // item
+    if trans_a:
+        ra, ca = ca, ra
+    if trans_b:
+        rb, cb = cb, rb
+    if out is None:
+        out = np.empty((M, N), dtype=a.dtype)
+        beta = 0.0
+    cdef cnp.ndarray c = <cnp.ndarray>out
+    cdef intp_t rc = cnp.PyArray_STRIDES(c)[0] // item, cc = cnp.PyArray_STRIDES(c)[1] // item
     cdef int nthreads = get_num_threads_c()
     cdef int status
-    cdef intp_t M = m, N = n, K = k
-    cdef intp_t ra = rs_a, ca = cs_a, rb = rs_b, cb = cs_b, rc = rs_c, cc = cs_c
     cdef float alpha32 = alpha, beta32 = beta
     cdef double alpha64 = alpha, beta64 = beta
     cdef float *a32
@@ -170,17 +267,17 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     cdef double *a64
     cdef double *b64
     cdef double *c64
-    if a.dtype == np.float32:
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
         a32 = <float *>cnp.PyArray_DATA(a)
         b32 = <float *>cnp.PyArray_DATA(b)
-        c32 = <float *>cnp.PyArray_DATA(out)
+        c32 = <float *>cnp.PyArray_DATA(c)
         with nogil:
             status = gemm_raw[float](M, N, K, alpha32, a32, ra, ca, b32, rb, cb, beta32,
                                      c32, rc, cc, NULL, NULL, 0, 0, 0, nthreads)
     else:
         a64 = <double *>cnp.PyArray_DATA(a)
         b64 = <double *>cnp.PyArray_DATA(b)
-        c64 = <double *>cnp.PyArray_DATA(out)
+        c64 = <double *>cnp.PyArray_DATA(c)
         with nogil:
             status = gemm_raw[double](M, N, K, alpha64, a64, ra, ca, b64, rb, cb, beta64,
                                       c64, rc, cc, NULL, NULL, 0, 0, 0, nthreads)

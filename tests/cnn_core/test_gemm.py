@@ -221,6 +221,71 @@ def test_out_aliasing_input_is_rejected():
         cnn_core.gemm(a, a, out=a)
 
 
+# gemm checks plainly valid operands with a few C tests and leaves everything else to the full
+# Python checks: each case below must still raise, or still compute, exactly as they say.
+def _ones(shape, dtype=np.float32):
+    return np.ones(shape, dtype)
+
+
+@pytest.mark.parametrize("make, exc, words", [
+    (lambda: (_ones((4, 4)), _ones((4, 4)), {"out": _ones((8, 8))[2:6, 3:7]}), None, None),
+    (lambda: (_ones((8, 8))[:4, :4], _ones((4, 4)), {"out": _ones((8, 8))[4:, 4:]}), None, None),
+    (lambda: (_ones((6, 6)), _ones((6, 6)), {"out": None}), None, None),
+    (lambda: (_ones((3, 2)), _ones((3, 2)), {"trans_a": 1, "alpha": 2, "beta": 0}), None, None),
+    (lambda: (_ones((2, 3)), _ones((3, 2)), {"alpha": np.float32(0.5)}), None, None),
+    (lambda: (_ones((2, 3)).view(_Subclass), _ones((3, 2)), {}), None, None),
+    (lambda: (_ones((0, 3)), _ones((3, 2)), {"out": _ones((0, 2))}), None, None),
+    (lambda: _sharing_out(), ValueError, "share memory"),
+    (lambda: (_ones((2, 3)), _ones((3, 2)),
+              {"out": np.lib.stride_tricks.as_strided(_ones(2), (2, 2), (0, 4))}),
+     ValueError, "zero stride|read-only"),
+    (lambda: (_ones((2, 3)), _ones((3, 2)), {"out": _ones((2, 2)).copy().view()}), None, None),
+    (lambda: (_ones((2, 3)), _ones((3, 2)), {"out": _readonly(_ones((2, 2)))}),
+     ValueError, "read-only"),
+    (lambda: (_ones((2, 3)), _ones((3, 2)), {"beta": float("inf"), "out": _ones((2, 2))}),
+     ValueError, "beta"),
+    (lambda: (_ones((2, 3)), _ones((2, 3)), {"trans_b": True, "out": _ones((2, 2))}), None, None),
+    (lambda: (_ones((2, 3)), _ones((2, 3)), {"trans_b": False}), ValueError, "inner"),
+    (lambda: (_odd_strides(), _ones((3, 2)), {}), ValueError, "whole elements"),
+])
+def test_quick_and_full_checks_agree(make, exc, words):
+    a, b, kwargs = make()
+    if exc is not None:
+        with pytest.raises(exc, match=words):
+            cnn_core.gemm(a, b, **kwargs)
+        return
+    ta, tb = bool(kwargs.get("trans_a")), bool(kwargs.get("trans_b"))
+    out = kwargs.get("out")
+    before = None if out is None else np.array(out, dtype=np.float64)
+    got = cnn_core.gemm(a, b, **kwargs)
+    alpha, beta = float(kwargs.get("alpha", 1.0)), float(kwargs.get("beta", 0.0))
+    want = alpha * (np.asarray(a).T if ta else np.asarray(a)).astype(np.float64) @ (
+        np.asarray(b).T if tb else np.asarray(b))
+    if before is not None and beta != 0:
+        want = want + beta * before
+    assert out is None or got is out
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def _readonly(x):
+    x.flags.writeable = False
+    return x
+
+
+def _odd_strides():
+    """A float32 view whose row stride (10 bytes) is not a whole number of elements."""
+    return np.lib.stride_tricks.as_strided(np.zeros(16, np.float32), (2, 3), (10, 4))
+
+
+def _sharing_out():
+    base = _ones((8, 8))
+    return base[:4, :4], _ones((4, 4)), {"out": base[2:6, 2:6]}
+
+
+class _Subclass(np.ndarray):
+    pass
+
+
 def test_build_info_reports_kernel_and_openmp():
     info = cnn_core.build_info()
     assert info["kernel"] in ("avx512", "avx2", "reference")

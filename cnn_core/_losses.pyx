@@ -74,9 +74,10 @@ cdef inline double _softmax_ce_row(const floating *x, const floating *t, floatin
 
 
 cdef double softmax_ce_sparse_raw(const floating *logits, const int64_t *labels, floating *grad,
-                                  intp_t batch, intp_t classes, int num_threads) noexcept nogil:
+                                  intp_t batch, intp_t classes, int num_threads, double *partial) noexcept nogil:
     cdef floating batch_f = <floating>batch
-    cdef double *row_loss = <double *>malloc(batch * sizeof(double))
+    cdef double *row_loss = partial if partial != NULL else <double *>malloc(
+        batch * sizeof(double))
     cdef double total = 0.0
     cdef intp_t i, r
     if row_loss == NULL:
@@ -92,14 +93,16 @@ cdef double softmax_ce_sparse_raw(const floating *logits, const int64_t *labels,
                                              classes, batch_f)
     for r in range(batch):
         total += row_loss[r]
-    free(row_loss)
+    if partial == NULL:
+        free(row_loss)
     return total / batch
 
 
 cdef double softmax_ce_raw(const floating *logits, const floating *targets, floating *grad,
-                           intp_t batch, intp_t classes, int num_threads) noexcept nogil:
+                           intp_t batch, intp_t classes, int num_threads, double *partial) noexcept nogil:
     cdef floating batch_f = <floating>batch
-    cdef double *row_loss = <double *>malloc(batch * sizeof(double))
+    cdef double *row_loss = partial if partial != NULL else <double *>malloc(
+        batch * sizeof(double))
     cdef double total = 0.0
     cdef intp_t i, r
     if row_loss == NULL:
@@ -114,7 +117,8 @@ cdef double softmax_ce_raw(const floating *logits, const floating *targets, floa
                                       classes, batch_f)
     for r in range(batch):
         total += row_loss[r]
-    free(row_loss)
+    if partial == NULL:
+        free(row_loss)
     return total / batch
 
 
@@ -209,10 +213,16 @@ cdef inline double _elementwise_chunk(int kind, const floating *p, const floatin
     return acc
 
 
+cdef intp_t elementwise_loss_partials(intp_t n) noexcept nogil:
+    return (n + LOSS_CHUNK - 1) // LOSS_CHUNK
+
+
 cdef double _elementwise_loss(int kind, const floating *p, const floating *t, floating *g,
-                              intp_t n, double epsilon, int num_threads) noexcept nogil:
-    cdef intp_t chunks = (n + LOSS_CHUNK - 1) // LOSS_CHUNK
-    cdef double *partial = <double *>malloc(chunks * sizeof(double))
+                              intp_t n, double epsilon, int num_threads,
+                              double *workspace) noexcept nogil:
+    cdef intp_t chunks = elementwise_loss_partials(n)
+    cdef double *partial = workspace if workspace != NULL else <double *>malloc(
+        chunks * sizeof(double))
     cdef floating size_f = <floating>n
     cdef floating lo = <floating>epsilon
     cdef floating hi = <floating>(1.0 - epsilon)
@@ -237,28 +247,30 @@ cdef double _elementwise_loss(int kind, const floating *p, const floating *t, fl
                                         size_f, lo, hi)
     for k in range(chunks):
         total += partial[k]
-    free(partial)
+    if workspace == NULL:
+        free(partial)
     return total / n
 
 
 cdef double mse_raw(const floating *pred, const floating *target, floating *grad, intp_t n,
-                    int num_threads) noexcept nogil:
-    return _elementwise_loss(KIND_MSE, pred, target, grad, n, 0.0, num_threads)
+                    int num_threads, double *partial) noexcept nogil:
+    return _elementwise_loss(KIND_MSE, pred, target, grad, n, 0.0, num_threads, partial)
 
 
 cdef double mae_raw(const floating *pred, const floating *target, floating *grad, intp_t n,
-                    int num_threads) noexcept nogil:
-    return _elementwise_loss(KIND_MAE, pred, target, grad, n, 0.0, num_threads)
+                    int num_threads, double *partial) noexcept nogil:
+    return _elementwise_loss(KIND_MAE, pred, target, grad, n, 0.0, num_threads, partial)
 
 
 cdef double bce_logits_raw(const floating *logits, const floating *target, floating *grad,
-                           intp_t n, int num_threads) noexcept nogil:
-    return _elementwise_loss(KIND_BCE_LOGITS, logits, target, grad, n, 0.0, num_threads)
+                           intp_t n, int num_threads, double *partial) noexcept nogil:
+    return _elementwise_loss(KIND_BCE_LOGITS, logits, target, grad, n, 0.0, num_threads,
+                             partial)
 
 
 cdef double bce_raw(const floating *prob, const floating *target, floating *grad, intp_t n,
-                    double epsilon, int num_threads) noexcept nogil:
-    return _elementwise_loss(KIND_BCE, prob, target, grad, n, epsilon, num_threads)
+                    double epsilon, int num_threads, double *partial) noexcept nogil:
+    return _elementwise_loss(KIND_BCE, prob, target, grad, n, epsilon, num_threads, partial)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,11 +323,11 @@ def softmax_cross_entropy_sparse(logits, labels, *, grad=None, compute_grad=True
     if logits.dtype == np.float32:
         with nogil:
             loss = softmax_ce_sparse_raw[float](<float *>l_ptr, y_ptr, <float *>g_ptr, B, C,
-                                                nthreads)
+                                                nthreads, NULL)
     else:
         with nogil:
             loss = softmax_ce_sparse_raw[double](<double *>l_ptr, y_ptr, <double *>g_ptr, B, C,
-                                                 nthreads)
+                                                 nthreads, NULL)
     return float(loss), grad
 
 
@@ -345,11 +357,11 @@ def softmax_cross_entropy(logits, targets, *, grad=None, compute_grad=True):
     if logits.dtype == np.float32:
         with nogil:
             loss = softmax_ce_raw[float](<float *>l_ptr, <float *>t_ptr, <float *>g_ptr, B, C,
-                                         nthreads)
+                                         nthreads, NULL)
     else:
         with nogil:
             loss = softmax_ce_raw[double](<double *>l_ptr, <double *>t_ptr, <double *>g_ptr, B,
-                                          C, nthreads)
+                                          C, nthreads, NULL)
     return float(loss), grad
 
 
@@ -368,11 +380,11 @@ cdef object _elementwise_api(int kind, pred, str pred_name, target, grad, bint c
     if pred.dtype == np.float32:
         with nogil:
             loss = _elementwise_loss[float](kind, <float *>p_ptr, <float *>t_ptr, <float *>g_ptr,
-                                            n, epsilon, nthreads)
+                                            n, epsilon, nthreads, NULL)
     else:
         with nogil:
             loss = _elementwise_loss[double](kind, <double *>p_ptr, <double *>t_ptr,
-                                             <double *>g_ptr, n, epsilon, nthreads)
+                                             <double *>g_ptr, n, epsilon, nthreads, NULL)
     return float(loss), grad
 
 

@@ -48,9 +48,15 @@ cdef inline double _chunk_sum_of_squares(const floating *x, intp_t n) noexcept n
     return (s0 + s1) + (s2 + s3)
 
 
-cdef double sum_of_squares_raw(const floating *x, intp_t n, int num_threads) noexcept nogil:
-    cdef intp_t chunks = (n + SUM_CHUNK - 1) // SUM_CHUNK
-    cdef double *partial = <double *>malloc(chunks * sizeof(double))
+cdef intp_t sum_of_squares_partials(intp_t n) noexcept nogil:
+    return (n + SUM_CHUNK - 1) // SUM_CHUNK
+
+
+cdef double sum_of_squares_raw(const floating *x, intp_t n, int num_threads,
+                               double *workspace) noexcept nogil:
+    cdef intp_t chunks = sum_of_squares_partials(n)
+    cdef double *partial = workspace if workspace != NULL else <double *>malloc(
+        chunks * sizeof(double))
     cdef double total = 0.0
     cdef intp_t c, start, length, k, k_start
     if partial == NULL:
@@ -67,7 +73,8 @@ cdef double sum_of_squares_raw(const floating *x, intp_t n, int num_threads) noe
         partial[c] = _chunk_sum_of_squares(x + start, length)
     for k in range(chunks):
         total += partial[k]
-    free(partial)
+    if workspace == NULL:
+        free(partial)
     return total
 
 
@@ -86,10 +93,10 @@ def sum_of_squares(x):
     cdef double total
     if x.dtype == np.float32:
         with nogil:
-            total = sum_of_squares_raw[float](<float *>x_ptr, n, nthreads)
+            total = sum_of_squares_raw[float](<float *>x_ptr, n, nthreads, NULL)
     else:
         with nogil:
-            total = sum_of_squares_raw[double](<double *>x_ptr, n, nthreads)
+            total = sum_of_squares_raw[double](<double *>x_ptr, n, nthreads, NULL)
     return float(total)
 
 

@@ -11,7 +11,7 @@ float32 only: it is the training dtype; float64 models (gradient checks) take th
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 from libc.math cimport sqrt, fabs, pow, isfinite, NAN
 from libc.stdint cimport int64_t
@@ -21,9 +21,9 @@ from cnn_core._threads cimport get_num_threads_c, threads_for_elements
 from cnn_core._gemm cimport gemm_raw
 from cnn_core._dense cimport dense_backward_raw
 from cnn_core._losses cimport (softmax_ce_sparse_raw, softmax_ce_raw, mse_raw, mae_raw,
-                               bce_logits_raw)
+                               bce_logits_raw, elementwise_loss_partials)
 from cnn_core._optim cimport sgd_raw, adam_raw, rmsprop_raw, adagrad_raw
-from cnn_core._reductions cimport sum_of_squares_raw
+from cnn_core._reductions cimport sum_of_squares_raw, sum_of_squares_partials
 from cnn_core._activations cimport softmax_rows, activation_apply
 from cnn_core import _checks
 
@@ -123,6 +123,7 @@ cdef class DenseChainTrainer:
     cdef float **slot1
     cdef float **slot2
     cdef intp_t *param_size
+    cdef double *partials  # the loss's and the clipping norms' partial sums: no malloc a step
     cdef int *param_decay
     cdef double *param_l1
     cdef double *param_l2
@@ -139,7 +140,7 @@ cdef class DenseChainTrainer:
         free(self.z); free(self.a); free(self.da); free(self.fan_in); free(self.units)
         free(self.act); free(self.act_param); free(self.param); free(self.grad)
         free(self.slot0); free(self.slot1); free(self.slot2); free(self.param_size)
-        free(self.param_decay); free(self.param_l1); free(self.param_l2)
+        free(self.param_decay); free(self.param_l1); free(self.param_l2); free(self.partials)
 
     def __init__(self, list layers, str loss, dict optimizer, intp_t batch_size):
         cdef int i, n = len(layers)
@@ -249,6 +250,15 @@ cdef class DenseChainTrainer:
                 self._keep.append(gb)
                 self.grad_bias[i] = <float *>cnp.PyArray_DATA(gb)
         self.n_features = self.fan_in[0]
+        # Room for the partial sums of the loss (a row or a chunk each) and of the clipping
+        # norms (a chunk each), so the kernels need not allocate any in a step.
+        cdef intp_t n_partials = max(batch_size,
+                                     elementwise_loss_partials(batch_size * self.units[n - 1]))
+        for q in range(n_params):
+            n_partials = max(n_partials, sum_of_squares_partials(self.param_size[q]))
+        self.partials = <double *>malloc(n_partials * sizeof(double))
+        if self.partials == NULL:
+            raise MemoryError()
         self.n_outputs = self.units[n - 1]
         xb = np.empty((batch_size, self.n_features), np.float32)
         lb = np.empty(batch_size, np.int64)
@@ -397,16 +407,19 @@ cdef class DenseChainTrainer:
         out = self.a[last]
         if self.loss_kind == 0:
             loss = softmax_ce_sparse_raw[float](out, self.labels_batch, self.da[last], rows,
-                                                outs, nt)
+                                                outs, nt, self.partials)
         elif self.loss_kind == 1:
-            loss = softmax_ce_raw[float](out, self.targets_batch, self.da[last], rows, outs, nt)
+            loss = softmax_ce_raw[float](out, self.targets_batch, self.da[last], rows, outs, nt,
+                                         self.partials)
         elif self.loss_kind == 2:
-            loss = mse_raw[float](out, self.targets_batch, self.da[last], rows * outs, nt)
+            loss = mse_raw[float](out, self.targets_batch, self.da[last], rows * outs, nt,
+                                  self.partials)
         elif self.loss_kind == 3:
-            loss = mae_raw[float](out, self.targets_batch, self.da[last], rows * outs, nt)
+            loss = mae_raw[float](out, self.targets_batch, self.da[last], rows * outs, nt,
+                                  self.partials)
         else:
             loss = bce_logits_raw[float](out, self.targets_batch, self.da[last], rows * outs,
-                                         nt)
+                                         nt, self.partials)
         self._count_correct(out, rows, correct, compared)
         loss += self._regularization_penalty()
         loss_out[0] = loss
@@ -549,13 +562,13 @@ cdef class DenseChainTrainer:
         if self.clipnorm > 0:
             for p in range(self.n_params):
                 norm = sqrt(sum_of_squares_raw[float](self.grad[p], self.param_size[p],
-                                                       get_num_threads_c()))
+                                                       get_num_threads_c(), self.partials))
                 if norm > self.clipnorm:
                     self._scale(p, <float>(self.clipnorm / norm))
         elif self.global_clipnorm > 0:
             for p in range(self.n_params):
                 total += sum_of_squares_raw[float](self.grad[p], self.param_size[p],
-                                                    get_num_threads_c())
+                                                    get_num_threads_c(), self.partials)
             norm = sqrt(total)
             if isfinite(norm) and norm <= self.global_clipnorm:
                 return

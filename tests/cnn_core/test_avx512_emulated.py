@@ -10,12 +10,9 @@ the emulated AVX-512 results must equal the AVX2 family's bit for bit: always in
 (KB 256 in both), while K fits one block of both in float32 (KB 384 and 256: K <= 256).
 Beyond, float32 is checked against float64 and across thread counts."""
 import ctypes
-import os
 import pathlib
-import shlex
 import shutil
 import subprocess
-import sysconfig
 
 import numpy as np
 import pytest
@@ -27,40 +24,17 @@ HERE = pathlib.Path(__file__).parent / "avx512_emulation"
 INCLUDE = pathlib.Path(cnn_core.__file__).parent / "include"
 
 
-def _compiler():
-    """The C compiler command (a list: CC may be "ccache gcc"), or None."""
-    for cc in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc"):
-        if cc and shutil.which(shlex.split(cc)[0]):
-            return shlex.split(cc)
-    return None
-
-
-def _compiles_with(cc, flag, tmp):
-    src = tmp / "probe.c"
-    src.write_text("int main(void) { return 0; }\n")
-    return subprocess.run([*cc, flag, str(src), "-o", str(tmp / "probe")],
-                          capture_output=True).returncode == 0
-
-
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
+def emulated(c_toolchain):
     if "avx2" not in _gemm.cpu_kernels():
         pytest.skip("the emulation runs on AVX2; this CPU has no AVX2")
-    cc = _compiler()
-    if cc is None:
-        pytest.skip("no C compiler to build the emulated kernels")
-    tmp = tmp_path_factory.mktemp("avx512_emulated")
-    lib_path = tmp / "gemm_avx512_emulated.so"
     # The package's flags (setup.py), warnings on but not fatal: a compiler's new warning must
     # not turn into a failure here.
-    flags = ["-O3", "-std=gnu11", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared",
-             "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas"]
-    if _compiles_with(cc, "-fopenmp", tmp):
+    flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-Wno-unknown-pragmas"]
+    if c_toolchain.accepts("-fopenmp"):
         flags.append("-fopenmp")
-    # A failure to build is a failure of this test, not a skip.
-    build = subprocess.run([*cc, *flags, f"-I{INCLUDE}", str(HERE / "gemm_avx512_emulated.c"),
-                            "-o", str(lib_path), "-lm"], capture_output=True, text=True)
-    assert build.returncode == 0, f"building the emulated kernels failed:\n{build.stderr}"
+    lib_path = c_toolchain.shared_library([HERE / "gemm_avx512_emulated.c"],
+                                          "gemm_avx512_emulated.so", flags, [INCLUDE])
     objdump = shutil.which("objdump")
     if objdump:
         asm = subprocess.run([objdump, "-d", str(lib_path)], capture_output=True,

@@ -33,37 +33,54 @@ cdef enum:
     ELEMENT_CHUNK = 8192
 
 
+cdef inline void _apply_chunk(const floating *x, floating *out, intp_t n, int act,
+                              floating param, intp_t c) noexcept nogil:
+    """Elements [c * ELEMENT_CHUNK, ...) of activation_apply."""
+    cdef intp_t start = c * ELEMENT_CHUNK
+    cdef intp_t length = min(n - start, <intp_t>ELEMENT_CHUNK)
+    if floating is float:
+        cnn_act_apply_f32(act, x + start, out + start, length, param)
+    else:
+        cnn_act_apply_f64(act, x + start, out + start, length, param)
+
+
 cdef void activation_apply(const floating *x, floating *out, intp_t n, int act,
                            floating param, int num_threads) noexcept nogil:
     cdef intp_t chunks = (n + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK
-    cdef intp_t c, start, length
-    for c in prange(chunks, schedule='static', num_threads=num_threads):
-        start = c * ELEMENT_CHUNK
-        length = n - start
-        if length > ELEMENT_CHUNK:
-            length = ELEMENT_CHUNK
-        if floating is float:
-            cnn_act_apply_f32(act, x + start, out + start, length, param)
-        else:
-            cnn_act_apply_f64(act, x + start, out + start, length, param)
+    cdef intp_t c
+    if num_threads > 1:
+        for c in prange(chunks, schedule='static', num_threads=num_threads):
+            _apply_chunk(x, out, n, act, param, c)
+    else:  # no region: libgomp allocates a team even for one thread
+        for c in range(chunks):
+            _apply_chunk(x, out, n, act, param, c)
+
+
+cdef inline void _grad_chunk(const floating *grad, const floating *z, const floating *a,
+                             floating *out, intp_t n, int act, floating param,
+                             intp_t c) noexcept nogil:
+    """Elements [c * ELEMENT_CHUNK, ...) of activation_grad."""
+    cdef intp_t start = c * ELEMENT_CHUNK
+    cdef intp_t length = min(n - start, <intp_t>ELEMENT_CHUNK)
+    if floating is float:
+        cnn_act_backward_f32(act, grad + start, z + start, a + start, out + start, length,
+                             param)
+    else:
+        cnn_act_backward_f64(act, grad + start, z + start, a + start, out + start, length,
+                             param)
 
 
 cdef void activation_grad(const floating *grad, const floating *z, const floating *a,
                           floating *out, intp_t n, int act, floating param,
                           int num_threads) noexcept nogil:
     cdef intp_t chunks = (n + ELEMENT_CHUNK - 1) // ELEMENT_CHUNK
-    cdef intp_t c, start, length
-    for c in prange(chunks, schedule='static', num_threads=num_threads):
-        start = c * ELEMENT_CHUNK
-        length = n - start
-        if length > ELEMENT_CHUNK:
-            length = ELEMENT_CHUNK
-        if floating is float:
-            cnn_act_backward_f32(act, grad + start, z + start, a + start, out + start, length,
-                                 param)
-        else:
-            cnn_act_backward_f64(act, grad + start, z + start, a + start, out + start, length,
-                                 param)
+    cdef intp_t c
+    if num_threads > 1:
+        for c in prange(chunks, schedule='static', num_threads=num_threads):
+            _grad_chunk(grad, z, a, out, n, act, param, c)
+    else:  # no region: libgomp allocates a team even for one thread
+        for c in range(chunks):
+            _grad_chunk(grad, z, a, out, n, act, param, c)
 
 
 cdef inline void _softmax_row(const floating *x, floating *out, intp_t cols) noexcept nogil:
@@ -87,15 +104,23 @@ cdef inline void _log_softmax_row(const floating *x, floating *out, intp_t cols)
 cdef void softmax_rows(const floating *x, floating *out, intp_t rows, intp_t cols,
                        int num_threads) noexcept nogil:
     cdef intp_t i
-    for i in prange(rows, schedule='static', num_threads=num_threads):
-        _softmax_row(x + i * cols, out + i * cols, cols)
+    if num_threads > 1:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            _softmax_row(x + i * cols, out + i * cols, cols)
+    else:  # no region: libgomp allocates a team even for one thread
+        for i in range(rows):
+            _softmax_row(x + i * cols, out + i * cols, cols)
 
 
 cdef void log_softmax_rows(const floating *x, floating *out, intp_t rows, intp_t cols,
                            int num_threads) noexcept nogil:
     cdef intp_t i
-    for i in prange(rows, schedule='static', num_threads=num_threads):
-        _log_softmax_row(x + i * cols, out + i * cols, cols)
+    if num_threads > 1:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            _log_softmax_row(x + i * cols, out + i * cols, cols)
+    else:  # no region: libgomp allocates a team even for one thread
+        for i in range(rows):
+            _log_softmax_row(x + i * cols, out + i * cols, cols)
 
 
 cdef inline void _softmax_backward_row(const floating *grad, const floating *a, floating *out,
@@ -125,15 +150,23 @@ cdef inline void _log_softmax_backward_row(const floating *grad, const floating 
 cdef void softmax_backward_rows(const floating *grad, const floating *a, floating *out,
                                 intp_t rows, intp_t cols, int num_threads) noexcept nogil:
     cdef intp_t i
-    for i in prange(rows, schedule='static', num_threads=num_threads):
-        _softmax_backward_row(grad + i * cols, a + i * cols, out + i * cols, cols)
+    if num_threads > 1:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            _softmax_backward_row(grad + i * cols, a + i * cols, out + i * cols, cols)
+    else:  # no region: libgomp allocates a team even for one thread
+        for i in range(rows):
+            _softmax_backward_row(grad + i * cols, a + i * cols, out + i * cols, cols)
 
 
 cdef void log_softmax_backward_rows(const floating *grad, const floating *a, floating *out,
                                     intp_t rows, intp_t cols, int num_threads) noexcept nogil:
     cdef intp_t i
-    for i in prange(rows, schedule='static', num_threads=num_threads):
-        _log_softmax_backward_row(grad + i * cols, a + i * cols, out + i * cols, cols)
+    if num_threads > 1:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            _log_softmax_backward_row(grad + i * cols, a + i * cols, out + i * cols, cols)
+    else:  # no region: libgomp allocates a team even for one thread
+        for i in range(rows):
+            _log_softmax_backward_row(grad + i * cols, a + i * cols, out + i * cols, cols)
 
 
 cdef void activation_forward_raw(const floating *x, floating *out, intp_t rows, intp_t cols,

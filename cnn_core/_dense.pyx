@@ -29,17 +29,27 @@ cdef enum:
     COLUMN_BLOCK = 64
 
 
+cdef inline void _activation_grad_row(const floating *grad, const floating *z,
+                                      const floating *a, floating *dz, intp_t cols, int act,
+                                      floating param) noexcept nogil:
+    if floating is float:
+        cnn_act_backward_f32(act, grad, z, a, dz, cols, param)
+    else:
+        cnn_act_backward_f64(act, grad, z, a, dz, cols, param)
+
+
 cdef void activation_grad_rows(const floating *grad, const floating *z, const floating *a,
                                floating *dz, intp_t rows, intp_t cols, int act,
                                floating param, int num_threads) noexcept nogil:
-    cdef intp_t i
-    for i in prange(rows, schedule='static', num_threads=num_threads):
-        if floating is float:
-            cnn_act_backward_f32(act, grad + i * cols, z + i * cols, a + i * cols,
-                                 dz + i * cols, cols, param)
-        else:
-            cnn_act_backward_f64(act, grad + i * cols, z + i * cols, a + i * cols,
-                                 dz + i * cols, cols, param)
+    cdef intp_t i, at
+    if num_threads > 1:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            at = i * cols
+            _activation_grad_row(grad + at, z + at, a + at, dz + at, cols, act, param)
+    else:  # no region: libgomp allocates a team even for one thread
+        for i in range(rows):
+            at = i * cols
+            _activation_grad_row(grad + at, z + at, a + at, dz + at, cols, act, param)
 
 
 cdef inline void column_block_sums(const floating *dz, floating *db, intp_t rows,
@@ -60,9 +70,14 @@ cdef void column_sums(const floating *dz, floating *db, intp_t rows, intp_t cols
                       int num_threads) noexcept nogil:
     cdef intp_t blocks = (cols + COLUMN_BLOCK - 1) // COLUMN_BLOCK
     cdef intp_t blk
-    for blk in prange(blocks, schedule='static', num_threads=num_threads):
-        column_block_sums(dz, db, rows, cols, blk * COLUMN_BLOCK,
-                          min(<intp_t>COLUMN_BLOCK, cols - blk * COLUMN_BLOCK))
+    if num_threads > 1:
+        for blk in prange(blocks, schedule='static', num_threads=num_threads):
+            column_block_sums(dz, db, rows, cols, blk * COLUMN_BLOCK,
+                              min(<intp_t>COLUMN_BLOCK, cols - blk * COLUMN_BLOCK))
+    else:  # no region: libgomp allocates a team even for one thread
+        for blk in range(blocks):
+            column_block_sums(dz, db, rows, cols, blk * COLUMN_BLOCK,
+                              min(<intp_t>COLUMN_BLOCK, cols - blk * COLUMN_BLOCK))
 
 
 def dense_forward(x, w, b, activation="identity", *, param=None, out=None, z_out=None):

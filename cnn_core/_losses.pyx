@@ -74,14 +74,17 @@ cdef inline double _softmax_ce_row(const floating *x, const floating *t, floatin
 
 
 cdef double softmax_ce_sparse_raw(const floating *logits, const int64_t *labels, floating *grad,
-                                  intp_t batch, intp_t classes, int num_threads, double *partial) noexcept nogil:
+                                  intp_t batch, intp_t classes, int num_threads,
+                                  double *partial) noexcept nogil:
     cdef floating batch_f = <floating>batch
-    cdef double *row_loss = partial if partial != NULL else <double *>malloc(
-        batch * sizeof(double))
+    cdef double *row_loss = NULL
     cdef double total = 0.0
     cdef intp_t i, r
+    if num_threads > 1:
+        row_loss = partial if partial != NULL else <double *>malloc(batch * sizeof(double))
     if row_loss == NULL:
-        # No workspace: the same rows summed in the same order, serially (same bits).
+        # One thread (or no memory for the row losses): the same rows added in the same order
+        # (same bits), serially and outside any parallel region (libgomp would allocate a team).
         for r in range(batch):
             total += _softmax_ce_sparse_row(logits + r * classes, labels[r],
                                             NULL if grad == NULL else grad + r * classes,
@@ -99,13 +102,15 @@ cdef double softmax_ce_sparse_raw(const floating *logits, const int64_t *labels,
 
 
 cdef double softmax_ce_raw(const floating *logits, const floating *targets, floating *grad,
-                           intp_t batch, intp_t classes, int num_threads, double *partial) noexcept nogil:
+                           intp_t batch, intp_t classes, int num_threads,
+                           double *partial) noexcept nogil:
     cdef floating batch_f = <floating>batch
-    cdef double *row_loss = partial if partial != NULL else <double *>malloc(
-        batch * sizeof(double))
+    cdef double *row_loss = NULL
     cdef double total = 0.0
     cdef intp_t i, r
-    if row_loss == NULL:
+    if num_threads > 1:
+        row_loss = partial if partial != NULL else <double *>malloc(batch * sizeof(double))
+    if row_loss == NULL:  # serially, as in softmax_ce_sparse_raw
         for r in range(batch):
             total += _softmax_ce_row(logits + r * classes, targets + r * classes,
                                      NULL if grad == NULL else grad + r * classes,
@@ -217,34 +222,35 @@ cdef intp_t elementwise_loss_partials(intp_t n) noexcept nogil:
     return (n + LOSS_CHUNK - 1) // LOSS_CHUNK
 
 
+cdef inline double _elementwise_chunk_at(int kind, const floating *p, const floating *t,
+                                         floating *g, intp_t n, floating size_f, floating lo,
+                                         floating hi, intp_t c) noexcept nogil:
+    """The partial loss of elements [c * LOSS_CHUNK, ...)."""
+    cdef intp_t start = c * LOSS_CHUNK
+    return _elementwise_chunk(kind, p + start, t + start, NULL if g == NULL else g + start,
+                              min(n - start, <intp_t>LOSS_CHUNK), size_f, lo, hi)
+
+
 cdef double _elementwise_loss(int kind, const floating *p, const floating *t, floating *g,
                               intp_t n, double epsilon, int num_threads,
                               double *workspace) noexcept nogil:
     cdef intp_t chunks = elementwise_loss_partials(n)
-    cdef double *partial = workspace if workspace != NULL else <double *>malloc(
-        chunks * sizeof(double))
+    cdef double *partial = NULL
     cdef floating size_f = <floating>n
     cdef floating lo = <floating>epsilon
     cdef floating hi = <floating>(1.0 - epsilon)
     cdef double total = 0.0
-    cdef intp_t c, start, length, k, k_start, k_length
+    cdef intp_t c, k
+    if num_threads > 1:
+        partial = workspace if workspace != NULL else <double *>malloc(chunks * sizeof(double))
     if partial == NULL:
-        # No workspace: the same chunks summed in the same order, serially (same bits).
+        # One thread (or no memory for the partials): the same chunks added in the same order
+        # (same bits), serially and outside any parallel region (libgomp would allocate a team).
         for k in range(chunks):
-            k_start = k * LOSS_CHUNK
-            k_length = min(n - k_start, <intp_t>LOSS_CHUNK)
-            total += _elementwise_chunk(kind, p + k_start, t + k_start,
-                                        NULL if g == NULL else g + k_start, k_length,
-                                        size_f, lo, hi)
+            total += _elementwise_chunk_at(kind, p, t, g, n, size_f, lo, hi, k)
         return total / n
     for c in prange(chunks, schedule='static', num_threads=num_threads):
-        start = c * LOSS_CHUNK
-        length = n - start
-        if length > LOSS_CHUNK:
-            length = LOSS_CHUNK
-        partial[c] = _elementwise_chunk(kind, p + start, t + start,
-                                        NULL if g == NULL else g + start, length,
-                                        size_f, lo, hi)
+        partial[c] = _elementwise_chunk_at(kind, p, t, g, n, size_f, lo, hi, c)
     for k in range(chunks):
         total += partial[k]
     if workspace == NULL:

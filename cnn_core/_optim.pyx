@@ -68,10 +68,16 @@ cdef void sgd_raw(floating *param, const floating *grad, floating *velocity, int
                   int num_threads) noexcept nogil:
     cdef intp_t chunks = (n + OPTIM_CHUNK - 1) // OPTIM_CHUNK
     cdef intp_t c, s
-    for c in prange(chunks, schedule='static', num_threads=num_threads):
-        s = c * OPTIM_CHUNK
-        _sgd_chunk(param + s, grad + s, NULL if velocity == NULL else velocity + s,
-                   _chunk_length(n, s), lr, momentum, nesterov, decay)
+    if num_threads > 1:
+        for c in prange(chunks, schedule='static', num_threads=num_threads):
+            s = c * OPTIM_CHUNK
+            _sgd_chunk(param + s, grad + s, NULL if velocity == NULL else velocity + s,
+                       _chunk_length(n, s), lr, momentum, nesterov, decay)
+    else:  # no region: libgomp allocates a team even for one thread
+        for c in range(chunks):
+            s = c * OPTIM_CHUNK
+            _sgd_chunk(param + s, grad + s, NULL if velocity == NULL else velocity + s,
+                       _chunk_length(n, s), lr, momentum, nesterov, decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,10 +96,16 @@ cdef void adam_raw(floating *param, const floating *grad, floating *m, floating 
                    floating decay, int num_threads) noexcept nogil:
     cdef intp_t chunks = (n + OPTIM_CHUNK - 1) // OPTIM_CHUNK
     cdef intp_t c, s
-    for c in prange(chunks, schedule='static', num_threads=num_threads):
-        s = c * OPTIM_CHUNK
-        _adam_chunk(param + s, grad + s, m + s, v + s, _chunk_length(n, s), lr_t, one_minus_b1,
-                    one_minus_b2, eps, decay)
+    if num_threads > 1:
+        for c in prange(chunks, schedule='static', num_threads=num_threads):
+            s = c * OPTIM_CHUNK
+            _adam_chunk(param + s, grad + s, m + s, v + s, _chunk_length(n, s), lr_t,
+                        one_minus_b1, one_minus_b2, eps, decay)
+    else:  # no region: libgomp allocates a team even for one thread
+        for c in range(chunks):
+            s = c * OPTIM_CHUNK
+            _adam_chunk(param + s, grad + s, m + s, v + s, _chunk_length(n, s), lr_t,
+                        one_minus_b1, one_minus_b2, eps, decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,12 +128,20 @@ cdef void rmsprop_raw(floating *param, const floating *grad, floating *velocity,
                       floating decay, int num_threads) noexcept nogil:
     cdef intp_t chunks = (n + OPTIM_CHUNK - 1) // OPTIM_CHUNK
     cdef intp_t c, s
-    for c in prange(chunks, schedule='static', num_threads=num_threads):
-        s = c * OPTIM_CHUNK
-        _rmsprop_chunk(param + s, grad + s, velocity + s,
-                       NULL if momentum_buf == NULL else momentum_buf + s,
-                       NULL if average_grad == NULL else average_grad + s,
-                       _chunk_length(n, s), lr, rho, one_minus_rho, momentum, eps, decay)
+    if num_threads > 1:
+        for c in prange(chunks, schedule='static', num_threads=num_threads):
+            s = c * OPTIM_CHUNK
+            _rmsprop_chunk(param + s, grad + s, velocity + s,
+                           NULL if momentum_buf == NULL else momentum_buf + s,
+                           NULL if average_grad == NULL else average_grad + s,
+                           _chunk_length(n, s), lr, rho, one_minus_rho, momentum, eps, decay)
+    else:  # no region: libgomp allocates a team even for one thread
+        for c in range(chunks):
+            s = c * OPTIM_CHUNK
+            _rmsprop_chunk(param + s, grad + s, velocity + s,
+                           NULL if momentum_buf == NULL else momentum_buf + s,
+                           NULL if average_grad == NULL else average_grad + s,
+                           _chunk_length(n, s), lr, rho, one_minus_rho, momentum, eps, decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,10 +159,16 @@ cdef void adagrad_raw(floating *param, const floating *grad, floating *accumulat
                       floating lr, floating eps, floating decay, int num_threads) noexcept nogil:
     cdef intp_t chunks = (n + OPTIM_CHUNK - 1) // OPTIM_CHUNK
     cdef intp_t c, s
-    for c in prange(chunks, schedule='static', num_threads=num_threads):
-        s = c * OPTIM_CHUNK
-        _adagrad_chunk(param + s, grad + s, accumulator + s, _chunk_length(n, s), lr, eps,
-                       decay)
+    if num_threads > 1:
+        for c in prange(chunks, schedule='static', num_threads=num_threads):
+            s = c * OPTIM_CHUNK
+            _adagrad_chunk(param + s, grad + s, accumulator + s, _chunk_length(n, s), lr, eps,
+                           decay)
+    else:  # no region: libgomp allocates a team even for one thread
+        for c in range(chunks):
+            s = c * OPTIM_CHUNK
+            _adagrad_chunk(param + s, grad + s, accumulator + s, _chunk_length(n, s), lr, eps,
+                           decay)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,22 +55,21 @@ cdef intp_t sum_of_squares_partials(intp_t n) noexcept nogil:
 cdef double sum_of_squares_raw(const floating *x, intp_t n, int num_threads,
                                double *workspace) noexcept nogil:
     cdef intp_t chunks = sum_of_squares_partials(n)
-    cdef double *partial = workspace if workspace != NULL else <double *>malloc(
-        chunks * sizeof(double))
+    cdef double *partial = NULL
     cdef double total = 0.0
-    cdef intp_t c, start, length, k, k_start
+    cdef intp_t c, start, k
+    if num_threads > 1:
+        partial = workspace if workspace != NULL else <double *>malloc(chunks * sizeof(double))
     if partial == NULL:
-        # No workspace: the same chunks summed in the same order, serially (same bits).
+        # One thread (or no memory for the partials): the same chunks added in the same order
+        # (same bits), serially and outside any parallel region (libgomp would allocate a team).
         for k in range(chunks):
-            k_start = k * SUM_CHUNK
-            total += _chunk_sum_of_squares(x + k_start, min(n - k_start, <intp_t>SUM_CHUNK))
+            start = k * SUM_CHUNK
+            total += _chunk_sum_of_squares(x + start, min(n - start, <intp_t>SUM_CHUNK))
         return total
     for c in prange(chunks, schedule='static', num_threads=num_threads):
         start = c * SUM_CHUNK
-        length = n - start
-        if length > SUM_CHUNK:
-            length = SUM_CHUNK
-        partial[c] = _chunk_sum_of_squares(x + start, length)
+        partial[c] = _chunk_sum_of_squares(x + start, min(n - start, <intp_t>SUM_CHUNK))
     for k in range(chunks):
         total += partial[k]
     if workspace == NULL:

@@ -53,8 +53,12 @@ cdef void gather_rows(const float *x, const int64_t *order, float *dst, intp_t r
                       intp_t cols, int num_threads) noexcept nogil:
     """dst[i, :] = x[order[i], :]: the shuffled batch, copied into the reused batch buffer."""
     cdef intp_t i
-    for i in prange(rows, schedule='static', num_threads=num_threads):
-        memcpy(dst + i * cols, x + order[i] * cols, cols * sizeof(float))
+    if num_threads > 1:
+        for i in prange(rows, schedule='static', num_threads=num_threads):
+            memcpy(dst + i * cols, x + order[i] * cols, cols * sizeof(float))
+    else:  # no region: libgomp allocates a team even for one thread
+        for i in range(rows):
+            memcpy(dst + i * cols, x + order[i] * cols, cols * sizeof(float))
 
 
 cdef extern from *:

@@ -78,6 +78,21 @@ static inline int cnn_rows_split(int nt, int64_t q_panels) {
     return nt / tq;
 }
 
+/* Runs CALL on a team of nt threads (each thread calls it; its worksharing loops split the
+ * work), or directly on the caller when nt is 1: libgomp allocates and frees a team for every
+ * parallel region, even one it runs on a single thread, which a training step must not do and
+ * which costs ~0.5 us. CALL must not use dynamic worksharing when the team is 1 (an orphaned
+ * dynamic loop allocates too). */
+#define CNN_ON_TEAM(nt, CALL)                                                                \
+    do {                                                                                     \
+        if ((nt) > 1) {                                                                      \
+            _Pragma("omp parallel num_threads(nt)")                                          \
+            CALL;                                                                            \
+        } else {                                                                             \
+            CALL;                                                                            \
+        }                                                                                    \
+    } while (0)
+
 /* Packed blocks live in one buffer per calling thread, grown on demand and reused:
  * no allocation per call once the largest shape has been seen. */
 static __thread void *cnn_ws_ptr = NULL;
@@ -372,11 +387,10 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
                                  int64_t K, int64_t kb, T alpha, const T *A, int64_t rs_a,   \
                                  int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,       \
                                  T beta, T *C, int64_t rs_c, int64_t cs_c,                   \
-                                 const cnn_epilogue_##N *ep, int nt, int64_t chunk_panels,   \
-                                 T *ws, int64_t ws_per_thread) {                             \
+                                 const cnn_epilogue_##N *ep, int64_t chunk_panels, T *ws,    \
+                                 int64_t ws_per_thread) {                                    \
     const int mr = ctx->mr;                                                                  \
     const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, ctx->nr); \
-    _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
     {                                                                                        \
         T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
         /* The split follows the team OpenMP gave (it may be smaller than nt). */            \
@@ -429,11 +443,10 @@ static void cnn_gemm_private_rows_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, in
                                       int64_t K, int64_t kb, T alpha, const T *A,            \
                                       int64_t rs_a, int64_t cs_a, const T *B, int64_t rs_b,  \
                                       int64_t cs_b, T beta, T *C, int64_t rs_c, int64_t cs_c, \
-                                      const cnn_epilogue_##N *ep, int nt,                    \
-                                      int64_t chunk_panels, T *ws, int64_t ws_per_thread) {  \
+                                      const cnn_epilogue_##N *ep, int64_t chunk_panels,      \
+                                      T *ws, int64_t ws_per_thread) {                        \
     const int mr = ctx->mr, nr = ctx->nr;                                                    \
     const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, nr);   \
-    _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
     {                                                                                        \
         T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
         const int team = omp_get_num_threads(), t = omp_get_thread_num();                    \
@@ -475,10 +488,9 @@ static void cnn_gemm_shared_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t 
                                 int64_t K, int64_t kb, T alpha, const T *A, int64_t rs_a,    \
                                 int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,        \
                                 T beta, T *C, int64_t rs_c, int64_t cs_c,                    \
-                                const cnn_epilogue_##N *ep, int nt, int64_t mb, int64_t nb,  \
+                                const cnn_epilogue_##N *ep, int64_t mb, int64_t nb,          \
                                 T *a_pack, T *b_pack) {                                      \
     const int mr = ctx->mr, nr = ctx->nr;                                                    \
-    _Pragma("omp parallel num_threads(nt) if (nt > 1)")                                      \
     {                                                                                        \
         T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
         for (int64_t pc = 0; pc < K; pc += kb) {                                             \
@@ -577,21 +589,23 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
         T *ws = (T *)cnn_gemm_workspace((size_t)(per_thread * nt) * sizeof(T));              \
         if (ws == NULL) return -1;                                                           \
         if (by_rows) {                                                                       \
-            cnn_gemm_private_rows_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, \
-                                      beta, C, rs_c, cs_c, ep, nt, chunk_panels, ws,         \
-                                      per_thread);                                           \
+            CNN_ON_TEAM(nt, cnn_gemm_private_rows_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, \
+                                                      B, rs_b, cs_b, beta, C, rs_c, cs_c, ep, \
+                                                      chunk_panels, ws, per_thread));        \
             return 0;                                                                        \
         }                                                                                    \
-        cnn_gemm_private_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta,   \
-                             C, rs_c, cs_c, ep, nt, chunk_panels, ws, per_thread);           \
+        CNN_ON_TEAM(nt, cnn_gemm_private_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, \
+                                             cs_b, beta, C, rs_c, cs_c, ep, chunk_panels, ws, \
+                                             per_thread));                                   \
         return 0;                                                                            \
     }                                                                                        \
     const int64_t nb = cnn_round_up(cnn_ceil_div(Nn, cnn_ceil_div(Nn, ctx->nb)), nr);        \
     const int64_t a_elems = cnn_round_up(mb * kb, 16);                                       \
     T *a_pack = (T *)cnn_gemm_workspace((size_t)(a_elems + nb * kb) * sizeof(T));            \
     if (a_pack == NULL) return -1;                                                           \
-    cnn_gemm_shared_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, cs_b, beta, C,     \
-                        rs_c, cs_c, ep, nt, mb, nb, a_pack, a_pack + a_elems);               \
+    CNN_ON_TEAM(nt, cnn_gemm_shared_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b,    \
+                                        cs_b, beta, C, rs_c, cs_c, ep, mb, nb, a_pack,       \
+                                        a_pack + a_elems));                                  \
     return 0;                                                                                \
 }
 

@@ -1,7 +1,11 @@
 """The compiled fit loop (pynn/models/fast_path.py, cnn_core/_train.pyx) against the per-layer
 Python loop: same batches, same kernels, so the same weights; thread-count independence; no
 allocation while training."""
+import json
 import os
+import pathlib
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -225,6 +229,29 @@ def test_no_allocation_over_10000_steps():
     rss_growth = _rss_bytes() - rss_before
     assert peak < 64 * 1024, f"{peak} bytes traced while training"
     assert rss_growth < 1024 * 1024, f"RSS grew by {rss_growth} bytes over 10,000 steps"
+
+
+MALLOC_COUNT = pathlib.Path(__file__).parent / "malloc_count"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts glibc's allocator")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("loss, optimizer", [("sparse_categorical_crossentropy", "adam"),
+                                             ("mse", {"class_name": "SGD",
+                                                      "config": {"global_clipnorm": 1.0}})])
+def test_no_c_allocation_per_step(c_toolchain, threads, loss, optimizer):
+    # tracemalloc (above) sees Python's allocations only: a C malloc per step would pass it.
+    # Under a shim that counts calls to the C allocator, one trainer call of 1010 steps must
+    # allocate no more than one of 10 steps.
+    shim = c_toolchain.shared_library([MALLOC_COUNT / "count_malloc.c"], "count_malloc.so",
+                                      ["-O2"])
+    env = dict(os.environ, LD_PRELOAD=str(shim))
+    run = subprocess.run([sys.executable, str(MALLOC_COUNT / "train_steps.py"), str(shim),
+                          str(threads), loss, json.dumps(optimizer)],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    short, long = map(int, run.stdout.split())
+    assert long - short < 10, f"{short} C allocations in 10 steps, {long} in 1010"
 
 
 @pytest.mark.parametrize("out_activation", ["softmax", "sigmoid", "linear", "tanh"])

@@ -127,6 +127,21 @@ def test_emulated_avx512_alpha_beta_and_strided_out(emulated, dtype):
     assert big.tobytes() == untouched.tobytes()  # nothing written outside the view
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 15, 17, 31, 70, 129])
+def test_emulated_avx512_gemv_writes_its_row_only(emulated, dtype, n):
+    # One sample takes the GEMV, whose last vector of each row is masked: the elements after
+    # the row (here the rest of a larger array) must keep their values.
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((1, 40)).astype(dtype)
+    w = rng.standard_normal((40, n)).astype(dtype)
+    big = np.full((2, n + 40), 7.0, dtype)
+    emu_gemm(emulated, x, w, out=big[:1, :n])
+    np.testing.assert_allclose(big[0, :n], (x.astype(np.float64) @ w)[0], rtol=1e-5,
+                               atol=1e-5)
+    assert np.all(big[0, n:] == 7.0) and np.all(big[1] == 7.0)
+
+
 @pytest.mark.skipif(not cnn_core.has_openmp(), reason="built without OpenMP")
 @pytest.mark.parametrize("shape", [(64, 784, 128), (784, 32, 128), (300, 500, 257),
                                    (1100, 70, 900)])

@@ -215,6 +215,20 @@ def test_bad_input_raises_clear_errors(args, kwargs, exc, words):
         cnn_core.gemm(*args, **kwargs)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 15, 17, 31, 70, 129])
+def test_one_row_writes_its_row_only(kernel, dtype, n):
+    # A single sample takes the GEMV, whose last vector of a row is masked: the elements after
+    # the row (here the rest of a larger array) must keep their values.
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((1, 40)).astype(dtype)
+    w = rng.standard_normal((40, n)).astype(dtype)
+    big = np.full((2, n + 40), 7.0, dtype)
+    cnn_core.gemm(x, w, out=big[:1, :n])
+    _assert_close(big[:1, :n], x.astype(np.float64) @ w, dtype, 40)
+    assert np.all(big[0, n:] == 7.0) and np.all(big[1] == 7.0)
+
+
 def test_out_aliasing_input_is_rejected():
     a = np.ones((4, 4), np.float32)
     with pytest.raises(ValueError, match="share memory"):

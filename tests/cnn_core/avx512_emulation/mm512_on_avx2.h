@@ -67,27 +67,24 @@ EMU __m256i emu_lanes64(unsigned bits) {
 /* Masked-off lanes are neither read nor written, as with the real ones. (Intel guarantees
  * maskload/maskstore never fault there; AMD leaves it to the implementation. The kernels only
  * mask lanes past the end of a row, and the test's arrays are larger than that.) */
-EMU emu_m512 emu_maskz_loadu_ps(emu_mmask16 k, const void *p) {
-    const float *f = (const float *)p;
-    emu_m512 r = {_mm256_maskload_ps(f, emu_lanes32(k & 0xFF)),
-                  _mm256_maskload_ps(f + 8, emu_lanes32(k >> 8))};
-    return r;
-}
-EMU void emu_mask_storeu_ps(void *p, emu_mmask16 k, emu_m512 v) {
-    _mm256_maskstore_ps((float *)p, emu_lanes32(k & 0xFF), v.lo);
-    _mm256_maskstore_ps((float *)p + 8, emu_lanes32(k >> 8), v.hi);
-}
+/* The masked load and store for one element type: the low half takes mask bits [0, HALF),
+ * the high half [HALF, 2 HALF). */
+#define EMU_DEFINE_MASKED(V512, T, SFX, HALF, MASK_T, LANES)                                 \
+    EMU V512 emu_maskz_loadu_##SFX(MASK_T k, const void *p) {                               \
+        const T *e = (const T *)p;                                                          \
+        const unsigned low = (1u << HALF) - 1;                                              \
+        V512 r = {_mm256_maskload_##SFX(e, LANES(k & low)),                                 \
+                  _mm256_maskload_##SFX(e + HALF, LANES(k >> HALF))};                       \
+        return r;                                                                           \
+    }                                                                                       \
+    EMU void emu_mask_storeu_##SFX(void *p, MASK_T k, V512 v) {                             \
+        const unsigned low = (1u << HALF) - 1;                                              \
+        _mm256_maskstore_##SFX((T *)p, LANES(k & low), v.lo);                               \
+        _mm256_maskstore_##SFX((T *)p + HALF, LANES(k >> HALF), v.hi);                      \
+    }
 
-EMU emu_m512d emu_maskz_loadu_pd(emu_mmask8 k, const void *p) {
-    const double *d = (const double *)p;
-    emu_m512d r = {_mm256_maskload_pd(d, emu_lanes64(k & 0xF)),
-                   _mm256_maskload_pd(d + 4, emu_lanes64(k >> 4))};
-    return r;
-}
-EMU void emu_mask_storeu_pd(void *p, emu_mmask8 k, emu_m512d v) {
-    _mm256_maskstore_pd((double *)p, emu_lanes64(k & 0xF), v.lo);
-    _mm256_maskstore_pd((double *)p + 4, emu_lanes64(k >> 4), v.hi);
-}
+EMU_DEFINE_MASKED(emu_m512, float, ps, 8, emu_mmask16, emu_lanes32)
+EMU_DEFINE_MASKED(emu_m512d, double, pd, 4, emu_mmask8, emu_lanes64)
 
 #define __m512 emu_m512
 #define __m512d emu_m512d

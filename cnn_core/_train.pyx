@@ -6,15 +6,24 @@ and without allocating: every buffer is sized for the batch once, at constructio
 the same kernels as the per-layer path (gemm_raw with the dense epilogue, dense_backward_raw,
 the loss and optimizer kernels), so both paths compute the same numbers.
 
+Dropout in front of a dense layer (on its input) is applied in the step too: its mask comes from
+the layer's own numpy Generator, read through the bit generator's C interface exactly as
+``Generator.random(dtype=float32)`` reads it, so the compiled and the Python loops draw the same
+numbers in the same order and train to the same bits.
+
 float32 only: it is the training dtype; float64 models (gradient checks) take the Python path.
 """
+import contextlib
+
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 from libc.math cimport sqrt, fabs, pow, isfinite, NAN
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint32_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from numpy.random cimport bitgen_t
 
 from cnn_core._typedefs cimport intp_t
 from cnn_core._threads cimport get_num_threads_c, threads_for_elements
@@ -79,6 +88,38 @@ cdef extern from *:
                                int64_t cols) noexcept nogil
 
 
+cdef void dropout_forward(const float *x, float *mask, float *out, intp_t n, float rate,
+                          float scale, bitgen_t *rng) noexcept nogil:
+    """mask[j] = scale if u_j >= rate else 0; out[j] = x[j] * mask[j], for n elements.
+
+    u_j is the next float of ``rng``, produced as numpy's Generator.random(dtype=float32) does
+    (the top 24 bits of next_uint32, times 2**-24), so the Python layer (pynn.layers.Dropout)
+    would draw the same mask. rng NULL: rate >= 1, every unit is dropped and nothing is drawn.
+    Serial on purpose: the stream has one order.
+    """
+    cdef intp_t j
+    cdef float u, m
+    for j in range(n):
+        m = 0
+        if rng != NULL:
+            u = <float>(rng.next_uint32(rng.state) >> 8) * <float>(1.0 / 16777216.0)
+            if u >= rate:
+                m = scale
+        mask[j] = m
+        out[j] = x[j] * m
+
+
+cdef void multiply_in_place(float *x, const float *y, intp_t n, int num_threads) noexcept nogil:
+    """x[j] *= y[j]: the dropout mask applied to dL/d(its output)."""
+    cdef intp_t j
+    if num_threads > 1:
+        for j in prange(n, schedule='static', num_threads=num_threads):
+            x[j] = x[j] * y[j]
+    else:
+        for j in range(n):
+            x[j] = x[j] * y[j]
+
+
 cdef inline intp_t argmax_row(const float *row, intp_t n) noexcept nogil:
     # First maximum wins, as numpy.argmax.
     cdef intp_t j, best = 0
@@ -97,7 +138,9 @@ cdef class DenseChainTrainer:
 
     layers: list of dicts with ``kernel`` (in, units) and ``bias`` (units,) or None (float32
       C-contiguous arrays updated in place), ``activation`` (name), ``param`` (float),
-      ``kernel_l1``/``kernel_l2``/``bias_l1``/``bias_l2`` (regularisation factors).
+      ``kernel_l1``/``kernel_l2``/``bias_l1``/``bias_l2`` (regularisation factors), and
+      optionally ``dropout``: the rate of a Dropout applied to the layer's input while training
+      (0 or absent: none; >= 1: all dropped). ``run`` then needs the Generator of each.
     loss: a key of LOSS_KINDS. The last layer's activation must be the one the loss fuses
       (softmax for the cross-entropies, sigmoid for sigmoid_bce, any elementwise for mse/mae).
     optimizer: dict with ``kind`` (OPTIMIZER_KINDS key), its hyper-parameters, ``slots``
@@ -118,6 +161,13 @@ cdef class DenseChainTrainer:
     cdef intp_t *units
     cdef int *act
     cdef float *act_param
+    cdef float *drop_rate      # per layer: dropout rate on its input (0: no dropout)
+    cdef float *drop_scale     # per layer: 1 / (1 - rate), the kept units' factor
+    cdef int *drop_draws       # per layer: 1 when the mask is drawn (0 < rate < 1)
+    cdef float **drop_mask     # per layer: (batch, fan_in) mask of the current step, or NULL
+    cdef float **dropped       # per layer: (batch, fan_in) input after dropout, or NULL
+    cdef bitgen_t **drop_rng   # per layer: the bit generator of this run() call
+    cdef bint has_dropout
     cdef float *x_batch
     cdef int64_t *labels_batch
     cdef float *targets_batch
@@ -143,6 +193,7 @@ cdef class DenseChainTrainer:
         free(self.kernel); free(self.bias); free(self.grad_kernel); free(self.grad_bias)
         free(self.z); free(self.a); free(self.da); free(self.fan_in); free(self.units)
         free(self.act); free(self.act_param); free(self.param); free(self.grad)
+        free(self.drop_rate); free(self.drop_scale); free(self.drop_draws); free(self.drop_mask); free(self.dropped); free(self.drop_rng)
         free(self.slot0); free(self.slot1); free(self.slot2); free(self.param_size)
         free(self.param_decay); free(self.param_l1); free(self.param_l2); free(self.partials)
 
@@ -172,6 +223,12 @@ cdef class DenseChainTrainer:
         self.units = <intp_t *>calloc(n, sizeof(intp_t))
         self.act = <int *>calloc(n, sizeof(int))
         self.act_param = <float *>calloc(n, sizeof(float))
+        self.drop_rate = <float *>calloc(n, sizeof(float))
+        self.drop_scale = <float *>calloc(n, sizeof(float))
+        self.drop_draws = <int *>calloc(n, sizeof(int))
+        self.drop_mask = <float **>calloc(n, sizeof(float *))
+        self.dropped = <float **>calloc(n, sizeof(float *))
+        self.drop_rng = <bitgen_t **>calloc(n, sizeof(bitgen_t *))
         n_params = sum(2 if layer["bias"] is not None else 1 for layer in layers)
         self.n_params = n_params
         self.param = <float **>calloc(n_params, sizeof(float *))
@@ -186,7 +243,9 @@ cdef class DenseChainTrainer:
         if (self.kernel == NULL or self.bias == NULL or self.grad_kernel == NULL
                 or self.grad_bias == NULL or self.z == NULL or self.a == NULL or self.da == NULL
                 or self.fan_in == NULL or self.units == NULL or self.act == NULL
-                or self.act_param == NULL or self.param == NULL or self.grad == NULL
+                or self.act_param == NULL or self.drop_rate == NULL or self.drop_scale == NULL
+                or self.drop_draws == NULL or self.drop_mask == NULL
+                or self.dropped == NULL or self.drop_rng == NULL or self.param == NULL or self.grad == NULL
                 or self.slot0 == NULL or self.slot1 == NULL or self.slot2 == NULL
                 or self.param_size == NULL or self.param_decay == NULL
                 or self.param_l1 == NULL or self.param_l2 == NULL):
@@ -218,6 +277,22 @@ cdef class DenseChainTrainer:
                 raise ValueError("softmax inside the chain is not supported by the fast path")
             self.act[i] = act_id
             self.act_param[i] = act_param
+            rate = float(layer.get("dropout") or 0.0)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"layer {i} dropout rate must be in [0, 1], got {rate}")
+            if rate > 0:
+                # As pynn.layers.Dropout: u >= rate compares in float32 (NumPy casts the Python
+                # float to the array's dtype), the scale is rounded from double, and a rate of
+                # 1 drops everything without drawing.
+                self.has_dropout = True
+                self.drop_rate[i] = <float>rate
+                self.drop_draws[i] = rate < 1.0
+                self.drop_scale[i] = <float>(1.0 / (1.0 - rate)) if rate < 1.0 else 0.0
+                mask = np.empty((batch_size, fan_in), np.float32)
+                dropped = np.empty((batch_size, fan_in), np.float32)
+                self._keep += [mask, dropped]
+                self.drop_mask[i] = <float *>cnp.PyArray_DATA(mask)
+                self.dropped[i] = <float *>cnp.PyArray_DATA(dropped)
             a = np.empty((batch_size, units), np.float32)
             da = np.empty((batch_size, units), np.float32)
             self._keep += [a, da]
@@ -326,15 +401,50 @@ cdef class DenseChainTrainer:
         self.param_l1[p] = l1 or 0.0
         self.param_l2[p] = l2 or 0.0
 
-    def run(self, x, y, cnp.ndarray order, intp_t start, intp_t n_steps, lrs, intp_t first_step):
+    def run(self, x, y, cnp.ndarray order, intp_t start, intp_t n_steps, lrs, intp_t first_step,
+            generators=None):
         """Train ``n_steps`` batches: rows ``order[start + s*batch : ...]`` of x and y.
 
         x: (n, features) float32 C-contiguous; y: (n,) int64 labels (sparse CE) or
         (n, outputs) float32 targets; order: (n,) int64 permutation; lrs: (n_steps,) float64
-        learning rate of each step; first_step: optimizer iterations before the first step.
+        learning rate of each step; first_step: optimizer iterations before the first step;
+        generators: per layer, the numpy Generator its input dropout draws from (None where
+        it has none; needed when a layer has one). The generators' locks are held meanwhile.
         Returns (sum of batch losses weighted by batch size, correct predictions, compared
         predictions, samples seen).
         """
+        with contextlib.ExitStack() as locks:
+            self._bind_generators(generators, locks)
+            try:
+                return self._run(x, y, order, start, n_steps, lrs, first_step)
+            finally:
+                for i in range(self.n_layers):
+                    self.drop_rng[i] = NULL
+
+    def _bind_generators(self, generators, locks):
+        cdef int i
+        if not self.has_dropout:
+            return
+        if generators is None or len(generators) != self.n_layers:
+            raise ValueError(f"this chain has dropout: run needs one generator (or None) per "
+                             f"layer, {self.n_layers} in all")
+        held = set()
+        for i in range(self.n_layers):
+            if not self.drop_draws[i]:
+                continue
+            rng = generators[i]
+            if not isinstance(rng, np.random.Generator):
+                raise TypeError(f"layer {i}'s dropout needs a numpy.random.Generator, "
+                                f"got {type(rng).__name__}")
+            bit_generator = rng.bit_generator
+            if id(bit_generator) not in held:
+                held.add(id(bit_generator))
+                locks.enter_context(bit_generator.lock)
+            self.drop_rng[i] = <bitgen_t *>PyCapsule_GetPointer(bit_generator.capsule,
+                                                                 "BitGenerator")
+
+    def _run(self, x, y, cnp.ndarray order, intp_t start, intp_t n_steps, lrs,
+             intp_t first_step):
         cdef intp_t n = x.shape[0]
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.ndim != 2:
             raise ValueError("x must be a C-contiguous float32 2-D array")
@@ -382,7 +492,7 @@ cdef class DenseChainTrainer:
         """One training step on the rows idx[0..rows) (see run); the rows next_idx[0..next_rows)
         of the step after are prefetched."""
         cdef int nt = get_num_threads_c()
-        cdef int i, status, layer_act, last = self.n_layers - 1
+        cdef int i, status, layer_act, below_act, last = self.n_layers - 1
         cdef intp_t r, j, outs = self.n_outputs
         cdef const int64_t *labels = <const int64_t *>y
         cdef const float *targets = <const float *>y
@@ -401,7 +511,7 @@ cdef class DenseChainTrainer:
                         threads_for_elements(rows * outs))
 
         # 2. Forward: one GEMM per layer, bias and activation in its epilogue.
-        status = self._forward(self.x_batch, rows, nt)
+        status = self._forward(self.x_batch, rows, nt, True)
         if status != 0:
             return status
 
@@ -430,18 +540,25 @@ cdef class DenseChainTrainer:
 
         # 4. Backward, last layer first; dz overwrites dL/da in place. Each layer's dx GEMM
         # also applies the derivative of the activation below in its write-back, so the
-        # layer below starts from dz (only the last one's dz comes from the loss).
+        # layer below starts from dz (only the last one's dz comes from the loss). With a
+        # dropout in between, the dx GEMM gives dL/d(dropout output); the mask turns it into
+        # dL/da of the layer below, which then applies its own derivative.
         for i in range(last, -1, -1):
-            layer_act = self.act[i] if (i == last and not fused) else -1
+            layer_act = self.act[i] if ((i == last and not fused) or
+                                        (i < last and self.drop_mask[i + 1] != NULL)) else -1
+            below_act = self.act[i - 1] if i > 0 and self.drop_mask[i] == NULL else -1
             status = dense_backward_raw[float](
-                self.x_batch if i == 0 else self.a[i - 1], self.fan_in[i], 1,
+                self._layer_input(i), self.fan_in[i], 1,
                 self.kernel[i], self.units[i], 1, self.z[i], self.a[i], self.da[i], self.da[i],
                 self.grad_kernel[i], self.grad_bias[i], self.da[i - 1] if i > 0 else NULL,
                 rows, self.fan_in[i], self.units[i], layer_act, self.act_param[i], nt,
-                self.act[i - 1] if i > 0 else -1, self.z[i - 1] if i > 0 else NULL,
+                below_act, self.z[i - 1] if i > 0 else NULL,
                 self.a[i - 1] if i > 0 else NULL, self.act_param[i - 1] if i > 0 else 0)
             if status != 0:
                 return status
+            if i > 0 and self.drop_mask[i] != NULL:
+                multiply_in_place(self.da[i - 1], self.drop_mask[i], rows * self.fan_in[i],
+                                  threads_for_elements(rows * self.fan_in[i]))
 
         # 5. Regularisation gradients, clipping, then one update pass per parameter.
         self._add_regularization_gradients()
@@ -449,12 +566,23 @@ cdef class DenseChainTrainer:
         self._update(lr, step)
         return 0
 
-    cdef int _forward(self, const float *x, intp_t rows, int nt) noexcept nogil:
+    cdef inline const float *_layer_input(self, int i) noexcept nogil:
+        """What layer i multiplied in the forward pass of this step: (rows, fan_in[i])."""
+        if self.drop_mask[i] != NULL:
+            return self.dropped[i]
+        return self.x_batch if i == 0 else self.a[i - 1]
+
+    cdef int _forward(self, const float *x, intp_t rows, int nt, bint training) noexcept nogil:
         """a[i] = f(a[i-1] W_i + b_i) for every layer (the last one's output: logits when the
-        loss fuses its activation). x: (rows, features) contiguous."""
+        loss fuses its activation). x: (rows, features) contiguous. Training: each layer's
+        input dropout is applied first (dropped[i] = input * mask[i])."""
         cdef int i, status
         cdef const float *inp = x
         for i in range(self.n_layers):
+            if training and self.drop_mask[i] != NULL:
+                dropout_forward(inp, self.drop_mask[i], self.dropped[i], rows * self.fan_in[i],
+                                self.drop_rate[i], self.drop_scale[i], self.drop_rng[i])
+                inp = self.dropped[i]
             status = gemm_raw[float](rows, self.units[i], self.fan_in[i], 1.0, inp,
                                      self.fan_in[i], 1, self.kernel[i], self.units[i], 1, 0.0,
                                      self.a[i], self.units[i], 1, self.bias[i],
@@ -485,7 +613,7 @@ cdef class DenseChainTrainer:
             row0 = 0
             while row0 < n:
                 rows = min(self.batch_size, n - row0)
-                status = self._forward(xp + row0 * self.n_features, rows, nt)
+                status = self._forward(xp + row0 * self.n_features, rows, nt, False)
                 if status != 0:
                     break
                 dst = op + row0 * outs

@@ -1,7 +1,8 @@
 """The compiled fit loop: whole training steps inside ``cnn_core`` for dense chains.
 
 ``fit`` asks ``FastFit.prepare(model, ...)`` once; when the model is a chain the compiled
-trainer understands (Flatten/Input, then Dense layers; a loss and optimizer it has kernels for;
+trainer understands (Flatten/Input, then Dense layers, each optionally preceded by one Dropout
+without noise_shape; a loss and optimizer it has kernels for;
 accuracy as the only metric; the cnn_core backend; float32), each epoch runs in
 ``cnn_core._train.DenseChainTrainer.run``: gather, forward, loss, backward, regularisation,
 clipping and the optimizer update, with no Python per layer or per step and no allocation.
@@ -22,6 +23,7 @@ from pynn import metrics as _metrics
 from pynn import optimizers as _optimizers
 from pynn import regularizers as _regularizers
 from pynn.layers.dense import Dense
+from pynn.layers.dropout import Dropout
 from pynn.layers.flatten import Flatten
 from pynn.layers.input_layer import InputLayer
 from pynn.optimizers import schedules as _schedules
@@ -114,13 +116,20 @@ def _regularization(regularizer):
 
 
 def _dense_chain(model, inference=False):
-    """The Dense layers of a Flatten/Input + Dense* chain (all trainable, unless for
-    inference), or None."""
-    denses = []
+    """(Dense layers, per Dense the Dropout on its input or None) of a Flatten/Input +
+    [Dropout] Dense ... chain (all trainable, unless for inference), or None."""
+    denses, dropouts = [], []
+    pending = None
     for layer in model.layers:
         if isinstance(layer, InputLayer):
             continue
-        if isinstance(layer, Flatten) and not denses:
+        if isinstance(layer, Flatten) and not denses and pending is None:
+            continue
+        if type(layer) is Dropout:
+            # The trainer draws a mask of the input's shape from the layer's generator.
+            if pending is not None or layer.noise_shape is not None:
+                return None
+            pending = layer
             continue
         if type(layer) is not Dense or not layer.built:
             return None
@@ -128,11 +137,21 @@ def _dense_chain(model, inference=False):
                               or (layer.use_bias and not layer.bias.trainable)):
             return None
         denses.append(layer)
-    return denses or None
+        dropouts.append(pending)
+        pending = None
+    if not denses or pending is not None:  # a Dropout on the output: left to the Python loop
+        return None
+    return denses, dropouts
 
 
-def _layer_specs(denses, loss):
-    """The trainer's description of each Dense layer (sharing its arrays), or None."""
+def _generators(dropouts):
+    """Per layer, the Generator its input dropout draws from now (None: nothing drawn)."""
+    return [None if d is None or not 0.0 < d.rate < 1.0 else d._rng() for d in dropouts]
+
+
+def _layer_specs(denses, loss, dropouts=None):
+    """The trainer's description of each Dense layer (sharing its arrays), or None.
+    dropouts: per layer, the Dropout on its input (training only) or None."""
     layers = []
     for dense in denses:
         kernel_reg = _regularization(dense.kernel_regularizer)
@@ -152,6 +171,9 @@ def _layer_specs(denses, loss):
             "kernel_l1": kernel_reg[0], "kernel_l2": kernel_reg[1],
             "bias_l1": bias_reg[0], "bias_l2": bias_reg[1],
         })
+    for spec, dropout in zip(layers, dropouts or [None] * len(layers)):
+        if dropout is not None and dropout.rate > 0:  # rate 0: the layer passes x on as is
+            spec["dropout"] = dropout.rate
     return layers
 
 
@@ -165,9 +187,10 @@ def compiled_predictor(model, batch_size):
     weight arrays and the batch size stay the same), or None."""
     if not _compiled_ok(model):
         return None
-    denses = _dense_chain(model, inference=True)
-    if denses is None:
+    chain = _dense_chain(model, inference=True)
+    if chain is None:
         return None
+    denses = chain[0]  # Dropout is the identity outside training
     key = (int(batch_size),) + tuple(id(w.value) for w in model.weights)
     cached = getattr(model, "_compiled_predictor", None)
     if cached is not None and cached[0] == key:
@@ -191,8 +214,9 @@ def compiled_predictor(model, batch_size):
 class FastFit:
     """Runs fit epochs of a supported model through the compiled trainer."""
 
-    def __init__(self, model, trainer, metric, y_kind):
+    def __init__(self, model, trainer, metric, y_kind, dropouts):
         self.model = model
+        self.dropouts = dropouts
         self.trainer = trainer
         self.metric = metric
         self.y_kind = y_kind
@@ -203,9 +227,10 @@ class FastFit:
         """A FastFit for this model and data, or None when the Python path must be used."""
         if not _compiled_ok(model):
             return None
-        denses = _dense_chain(model)
-        if denses is None or x.dtype != np.float32:
+        chain = _dense_chain(model)
+        if chain is None or x.dtype != np.float32:
             return None
+        denses, dropouts = chain
         loss = _loss_kind(model._loss_fn, denses[-1].activation)
         if loss is None:
             return None
@@ -220,13 +245,13 @@ class FastFit:
         spec = _optimizer_spec(model.optimizer, model.trainable_variables)
         if spec is None:
             return None
-        layers = _layer_specs(denses, loss)
+        layers = _layer_specs(denses, loss, dropouts)
         if layers is None:
             return None
         from cnn_core._train import DenseChainTrainer
 
         trainer = DenseChainTrainer(layers, loss, spec, int(batch_size))
-        return cls(model, trainer, metric, loss)
+        return cls(model, trainer, metric, loss, dropouts)
 
     def _targets(self, y):
         if self.y_kind == "sparse_softmax_ce":
@@ -261,8 +286,10 @@ class FastFit:
                 callbacks.on_train_batch_begin(step)
             lrs = self._learning_rates(optimizer.iterations, chunk)
             started = time.perf_counter()
+            # Looked up per chunk: a callback may reseed the global generator between batches.
             loss_sum, correct, compared, seen = self.trainer.run(
-                x2, y2, order, step * batch_size, chunk, lrs, optimizer.iterations)
+                x2, y2, order, step * batch_size, chunk, lrs, optimizer.iterations,
+                _generators(self.dropouts))
             elapsed = time.perf_counter() - started
             optimizer.iterations = optimizer.iterations + chunk
             model._loss_sum += loss_sum

@@ -157,14 +157,25 @@ def test_learning_rate_schedule_is_followed_per_step():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("unsupported", ["dropout", "amsgrad", "extra_metric", "numpy_backend"])
+UNSUPPORTED_DROPOUT = {
+    "dropout_noise_shape": [layers.Dense(8), layers.Dropout(0.5, noise_shape=(1, 8)),
+                            layers.Dense(4, activation="softmax")],
+    "dropout_twice": [layers.Dense(8), layers.Dropout(0.5), layers.Dropout(0.2),
+                      layers.Dense(4, activation="softmax")],
+    "dropout_on_output": [layers.Dense(8), layers.Dense(4), layers.Dropout(0.5)],  # logits
+}
+
+
+@pytest.mark.parametrize("unsupported", list(UNSUPPORTED_DROPOUT)
+                         + ["amsgrad", "extra_metric", "numpy_backend"])
 def test_unsupported_models_take_the_python_loop(unsupported):
     x, labels = _data()
     model = _model("sparse_categorical_crossentropy", "adam")
-    if unsupported == "dropout":
-        model = pynn.Sequential([layers.Input(shape=(20,)), layers.Dense(8),
-                                 layers.Dropout(0.5), layers.Dense(4, activation="softmax")])
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    if unsupported in UNSUPPORTED_DROPOUT:
+        model = pynn.Sequential([layers.Input(shape=(20,))] + UNSUPPORTED_DROPOUT[unsupported])
+        model.compile(optimizer="adam",
+                      loss=pynn.losses.SparseCategoricalCrossentropy(
+                          from_logits=unsupported == "dropout_on_output"))
     elif unsupported == "amsgrad":
         model.compile(optimizer=pynn.optimizers.Adam(amsgrad=True),
                       loss="sparse_categorical_crossentropy")
@@ -177,6 +188,118 @@ def test_unsupported_models_take_the_python_loop(unsupported):
     assert FastFit.prepare(model, xs, ys, 32) is None
     history = model.fit(x, labels, epochs=1, verbose=0)  # and the Python loop trains it
     assert np.isfinite(history.history["loss"][0])
+
+
+def _dropout_model(loss="sparse_categorical_crossentropy", activation="relu",
+                   out_activation="softmax", rates=(0.1, 0.45, 0.5), seeds=(None, None, 7)):
+    """Input -> Dropout -> Dense(16) -> Dropout -> Dense(8) -> Dropout -> Dense(4): a dropout
+    on the inputs, one between hidden layers, one (seeded: its own generator) before the
+    output layer. 0.45: its 1 / (1 - rate) rounds differently in float32 arithmetic than
+    from double, so the scale's rounding is checked too."""
+    pynn.utils.set_random_seed(3)
+    stack = [layers.Input(shape=(20,))]
+    for rate, seed, dense in zip(rates, seeds, [
+            layers.Dense(16, activation=activation), layers.Dense(8, activation=activation),
+            layers.Dense(4, activation=out_activation)]):
+        stack += [layers.Dropout(rate, seed=seed), dense]
+    model = pynn.Sequential(stack)
+    model.compile(optimizer="adam", loss=loss,
+                  metrics=["accuracy"] if "crossentropy" in loss else [])
+    return model
+
+
+@pytest.mark.parametrize("case", ["relu", "gelu", "tanh", "mse_tanh_output", "rate_0_and_1",
+                                  "all_seeded"])
+def test_dropout_compiled_loop_equals_python_loop_bitwise(case):
+    """The compiled loop draws each mask from the layer's generator as Generator.random does,
+    in the same order as the Python loop: same masks, so the same bits. gelu's derivative
+    needs z (a separate buffer); mse with tanh output applies the last derivative in the
+    trainer; rate 0 draws nothing and rate 1 drops all without drawing."""
+    x, labels = _data()
+    kwargs = {"relu": {}, "gelu": {"activation": "gelu"}, "tanh": {"activation": "tanh"},
+              "mse_tanh_output": {"loss": "mse", "out_activation": "tanh"},
+              "rate_0_and_1": {"rates": (0.0, 1.0, 0.25)},
+              "all_seeded": {"seeds": (1, 2, 3)}}[case]
+    y = _targets(kwargs.get("loss", "sparse_categorical_crossentropy"), labels)
+    probe = _dropout_model(**kwargs)
+    assert FastFit.prepare(probe, probe._prepare_x(x), probe._prepare_y(y, len(x)), 32) \
+        is not None, "a chain with dropout should take the compiled loop"
+    runs = []
+    for jit in (True, False):
+        model = _dropout_model(**kwargs)
+        model.jit_compile = jit
+        pynn.utils.set_random_seed(11)
+        history = model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+        # Where every generator stands afterwards: the same numbers were drawn from each.
+        states = [pynn.utils.random.get_rng().bit_generator.state] + [
+            layer._own_rng.bit_generator.state for layer in model.layers
+            if isinstance(layer, layers.Dropout) and layer._own_rng is not None]
+        runs.append((model.get_weights(), history.history, states))
+    (fast, fast_hist, fast_states), (slow, slow_hist, slow_states) = runs
+    for a, b in zip(fast, slow):
+        assert a.tobytes() == b.tobytes()
+    for key in slow_hist:  # the epoch means are summed in another order: last-digit equal
+        np.testing.assert_allclose(fast_hist[key], slow_hist[key], rtol=1e-13)
+    assert fast_states == slow_states
+
+
+def test_dropout_reseeded_between_batches_follows_the_new_generator():
+    # A callback replaces the global generator before every batch; the compiled loop must
+    # draw the next mask from the new one, as the Python loop does.
+    x, labels = _data(n=100)
+
+    def make():
+        return _dropout_model()
+
+    results = []
+    for jit in (True, False):
+        model = make()
+        model.jit_compile = jit
+        cb = pynn.callbacks.LambdaCallback(
+            on_train_batch_begin=lambda b, logs: pynn.utils.set_random_seed(100 + b))
+        model.fit(x, labels, batch_size=10, epochs=1, verbose=0, callbacks=[cb])
+        results.append(b"".join(w.tobytes() for w in model.get_weights()))
+    assert results[0] == results[1]
+
+
+def test_dropout_model_same_bits_for_any_thread_count():
+    x, labels = _data(n=1024, seed=5)
+    weights = []
+    for threads in (1, 2, 3):
+        cnn_core.set_num_threads(threads)
+        pynn.utils.set_random_seed(0)
+        model = pynn.Sequential([layers.Input(shape=(20,)), layers.Dropout(0.2),
+                                 layers.Dense(256, activation="relu"), layers.Dropout(0.5),
+                                 layers.Dense(128, activation="relu"), layers.Dropout(0.5),
+                                 layers.Dense(4, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x, labels, batch_size=256, epochs=2, verbose=0)
+        weights.append(b"".join(w.tobytes() for w in model.get_weights()))
+    assert weights[0] == weights[1] == weights[2]
+
+
+def test_trainer_with_dropout_needs_its_generators():
+    x, labels = _data(n=64)
+    model = _dropout_model()
+    xs, ys = model._prepare_x(x), model._prepare_y(labels, len(x))
+    fast = FastFit.prepare(model, xs, ys, 32)
+    order = np.arange(len(x), dtype=np.int64)
+    with pytest.raises(ValueError, match="generator"):
+        fast.trainer.run(xs, ys, order, 0, 1, np.full(1, 1e-3), 0)
+    with pytest.raises(TypeError, match="Generator"):
+        fast.trainer.run(xs, ys, order, 0, 1, np.full(1, 1e-3), 0, [None, 1, None])
+
+
+def test_predict_of_a_dropout_model_is_compiled_and_ignores_dropout():
+    from pynn.models.fast_path import compiled_predictor
+
+    x, _ = _data(n=50)
+    model = _dropout_model()
+    assert compiled_predictor(model, 32) is not None
+    fast = model.predict(x, verbose=0)
+    model.jit_compile = False
+    slow = model.predict(x, verbose=0)
+    np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-7)
 
 
 def test_batch_callbacks_see_every_batch():
@@ -236,10 +359,11 @@ MALLOC_COUNT = pathlib.Path(__file__).parent / "malloc_count"
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts glibc's allocator")
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("loss, optimizer", [("sparse_categorical_crossentropy", "adam"),
-                                             ("mse", {"class_name": "SGD",
-                                                      "config": {"global_clipnorm": 1.0}})])
-def test_no_c_allocation_per_step(c_toolchain, threads, loss, optimizer):
+@pytest.mark.parametrize("loss, optimizer, dropout", [
+    ("sparse_categorical_crossentropy", "adam", 0.0),
+    ("mse", {"class_name": "SGD", "config": {"global_clipnorm": 1.0}}, 0.0),
+    ("sparse_categorical_crossentropy", "adam", 0.3)])
+def test_no_c_allocation_per_step(c_toolchain, threads, loss, optimizer, dropout):
     # tracemalloc (above) sees Python's allocations only: a C malloc per step would pass it.
     # Under a shim that counts calls to the C allocator, one trainer call of 1010 steps must
     # allocate no more than one of 10 steps.
@@ -247,7 +371,7 @@ def test_no_c_allocation_per_step(c_toolchain, threads, loss, optimizer):
                                       ["-O2"])
     env = dict(os.environ, LD_PRELOAD=str(shim))
     run = subprocess.run([sys.executable, str(MALLOC_COUNT / "train_steps.py"), str(shim),
-                          str(threads), loss, json.dumps(optimizer)],
+                          str(threads), loss, json.dumps(optimizer), str(dropout)],
                          capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     seen, short, long = map(int, run.stdout.split())

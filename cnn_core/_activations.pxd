@@ -2,7 +2,7 @@
 # `act` is a CNN_ACT_* id (cnn_core/include/activation_math.h, _checks.ACTIVATION_IDS);
 # `param` the leaky_relu slope / elu alpha. Every kernel is bitwise independent of
 # `num_threads`: elementwise work is split in fixed chunks, row-wise work over whole rows.
-from libc.math cimport exp, expf
+from libc.math cimport exp
 
 from cnn_core._typedefs cimport floating, intp_t
 
@@ -13,17 +13,9 @@ cdef extern from "softmax_math.h" nogil:
     void cnn_exp_sum_init()
 
 
-# libm's exp in the precision of the argument (expf for float32): the elementwise kernels'
-# exp, the one sigmoid in activation_math.h uses.
-cdef inline floating exp_floating(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-# The softmax family's exp: cnn_expf for float32 (include/exp_math.h: <= 1 ulp from expf,
-# and vectorised in exp_sum_row), libm's exp for float64.
+# The exp of the softmax family, of sigmoid and of the sigmoid cross-entropy: cnn_expf for
+# float32 (include/exp_math.h: <= 1 ulp from expf, and vectorised in exp_sum_row and in
+# act_vec_math.h), libm's exp for float64.
 cdef inline floating softmax_exp(floating x) noexcept nogil:
     if floating is float:
         return cnn_expf(x)

@@ -19,6 +19,8 @@ cnp.import_array()
 cnn_exp_sum_init()
 
 cdef extern from "activation_math.h" nogil:
+    void cnn_act_math_init()  # act_vec_math.h: the AVX2 activations where the CPU has them
+    float cnn_act_one_f32(int act, float z, float param)
     void cnn_act_apply_f32(int act, const float *z, float *a, intp_t n, float param)
     void cnn_act_apply_f64(int act, const double *z, double *a, intp_t n, double param)
     void cnn_act_backward_f32(int act, const float *g, const float *z, const float *a,
@@ -281,3 +283,23 @@ def _softmax_exp_paths(x):
         total = cnn_exp_sum_row_f32(&xv[0], 0, &rv[0], n) if n > 0 else 0.0
     return one, row, total
 
+
+def _activation_scalar_f32(x, activation, param=None):
+    """For tests: a float32 elementwise activation of a 1-D array element by element, through
+    the scalar function (cnn_act_one_f32) that the vector code must match bit for bit."""
+    name, act, p = _checks.resolve_activation(activation, param)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    cdef const float[::1] xv = x
+    cdef float[::1] ov = out
+    cdef intp_t j, n = x.shape[0]
+    cdef int act_id = act
+    cdef float pf = p
+    with nogil:
+        for j in range(n):
+            ov[j] = cnn_act_one_f32(act_id, xv[j], pf)
+    return out
+
+
+# The activations' AVX2 spellings, where the CPU has them (same bits either way).
+cnn_act_math_init()

@@ -19,6 +19,7 @@ from cnn_core import _checks
 cnp.import_array()
 
 cdef extern from "activation_math.h" nogil:
+    void cnn_act_math_init()  # act_vec_math.h: the AVX2 activations where the CPU has them
     void cnn_act_backward_f32(int act, const float *g, const float *z, const float *a,
                               float *dz, intp_t n, float param)
     void cnn_act_backward_f64(int act, const double *g, const double *z, const double *a,
@@ -229,3 +230,7 @@ cdef int dense_backward_raw(const floating *x, intp_t rs_x, intp_t cs_x,
                           <floating>0, grad_x, n_in, 1, NULL, NULL, 0, 0, <floating>0,
                           num_threads)
     return status
+
+
+# The activations' AVX2 spellings, where the CPU has them (same bits either way).
+cnn_act_math_init()

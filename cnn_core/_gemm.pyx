@@ -14,6 +14,7 @@ from cnn_core import _checks
 cnp.import_array()
 
 cdef extern from "gemm_driver.h" nogil:
+    void cnn_act_math_init()  # act_vec_math.h: the AVX2 activations where the CPU has them
     ctypedef struct cnn_epilogue_f32:
         const float *bias
         float *z_out
@@ -310,3 +311,7 @@ def _select_kernel(name=None):
 
 # PYNN_KERNEL=reference|avx2|avx512 forces a family (e.g. to compare paths on one machine).
 _select_kernel(os.environ.get("PYNN_KERNEL") or None)
+
+
+# The activations' AVX2 spellings, where the CPU has them (same bits either way).
+cnn_act_math_init()

@@ -15,7 +15,7 @@ from libc.stdlib cimport malloc, free
 
 from cnn_core._typedefs cimport floating, intp_t
 from cnn_core._threads cimport threads_for_elements
-from cnn_core._activations cimport (exp_floating, softmax_exp, exp_sum_row, row_max,
+from cnn_core._activations cimport (softmax_exp, exp_sum_row, row_max,
                                     cnn_exp_sum_init)
 from cnn_core import _checks
 
@@ -196,7 +196,7 @@ cdef inline double _elementwise_chunk(int kind, const floating *p, const floatin
             # 1 / (1 + e) for x >= 0 and e / (1 + e) below: the same operations as
             # cnn_sigmoid_* in activation_math.h, with the exp shared instead of recomputed.
             pc = p[i]
-            e = exp_floating(-pc if pc > zero else pc)  # in the input precision (expf)
+            e = softmax_exp(-pc if pc > zero else pc)  # in the input precision, as sigmoid
             acc += (x64 if x64 > 0.0 else 0.0) - x64 * t64 + _log1p_small(e)
             if g != NULL:
                 g[i] = ((one / (one + e) if pc >= zero else e / (one + e)) - t[i]) / size_f

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include "act_vec_math.h"
 
 enum {
     CNN_ACT_IDENTITY = 0,
@@ -22,6 +23,20 @@ enum {
     CNN_ACT_LOG_SOFTMAX = 9
 };
 
+/* The transcendental functions per type: float32 uses act_vec_math.h (vectorised, the same
+ * bits in scalar code), float64 libm. */
+#define cnn_tanh_f32 cnn_tanhf
+#define cnn_sigmoid_f32 cnn_sigmoidf
+#define cnn_expm1_f32 cnn_expm1f
+#define cnn_tanh_f64 tanh
+#define cnn_expm1_f64 expm1
+static inline double cnn_sigmoid_f64(double z) {
+    /* Two branches so exp never overflows: exp of a non-positive number only. */
+    if (z >= 0) return 1.0 / (1.0 + exp(-z));
+    const double e = exp(z);
+    return e / (1.0 + e);
+}
+
 /* Generates, for one floating type T with libm suffix S (f for float, empty for double):
  *   cnn_act_one_<N>(act, z, param)            f(z)
  *   cnn_act_deriv_one_<N>(act, z, a, param)   f'(z), given a = f(z) (cheaper for some)
@@ -29,19 +44,13 @@ enum {
  *   cnn_act_backward_<N>(act, g, z, a, dz, n, param)  dz[i] = g[i] * f'(z[i]); may alias g
  * The switch sits outside the loops so each loop is a tight, vectorisable body. */
 #define CNN_DEFINE_ACTIVATIONS(T, N, S)                                                     \
-static inline T cnn_sigmoid_##N(T z) {                                                      \
-    /* Two branches so exp never overflows: exp of a non-positive number only. */          \
-    if (z >= 0) return (T)1 / ((T)1 + exp##S(-z));                                          \
-    T e = exp##S(z);                                                                        \
-    return e / ((T)1 + e);                                                                  \
-}                                                                                           \
 static inline T cnn_act_one_##N(int act, T z, T param) {                                    \
     switch (act) {                                                                          \
     case CNN_ACT_RELU: return z > 0 ? z : (T)0;                                             \
     case CNN_ACT_LEAKY_RELU: return z > 0 ? z : param * z;                                  \
-    case CNN_ACT_ELU: return z > 0 ? z : param * expm1##S(z);                               \
+    case CNN_ACT_ELU: return z > 0 ? z : param * cnn_expm1_##N(z);                          \
     case CNN_ACT_SIGMOID: return cnn_sigmoid_##N(z);                                        \
-    case CNN_ACT_TANH: return tanh##S(z);                                                   \
+    case CNN_ACT_TANH: return cnn_tanh_##N(z);                                              \
     case CNN_ACT_SOFTPLUS: return (z > 0 ? z : (T)0) + log1p##S(exp##S(-fabs##S(z)));        \
     case CNN_ACT_GELU: return (T)0.5 * z * ((T)1 + erf##S(z * (T)0.70710678118654752440));  \
     default: return z;                                                                      \
@@ -73,8 +82,9 @@ static inline void cnn_act_apply_##N(int act, const T *z, T *a, int64_t n, T par
     case CNN_ACT_LEAKY_RELU:                                                                \
         for (i = 0; i < n; i++) a[i] = z[i] > 0 ? z[i] : param * z[i];                      \
         return;                                                                             \
-    default:                                                                                \
-        for (i = 0; i < n; i++) a[i] = cnn_act_one_##N(act, z[i], param);                   \
+    default: /* a vectorised prefix where there is one, then the same function per element */ \
+        for (i = cnn_act_apply_vec_##N(act, z, a, n, param); i < n; i++)                    \
+            a[i] = cnn_act_one_##N(act, z[i], param);                                        \
         return;                                                                             \
     }                                                                                       \
 }                                                                                           \
@@ -90,6 +100,9 @@ static inline void cnn_act_backward_##N(int act, const T *g, const T *z, const T
         return;                                                                             \
     case CNN_ACT_LEAKY_RELU:                                                                \
         for (i = 0; i < n; i++) dz[i] = z[i] > 0 ? g[i] : param * g[i];                     \
+        return;                                                                             \
+    case CNN_ACT_ELU: /* a loop without the switch inside: vectorised */                  \
+        for (i = 0; i < n; i++) dz[i] = g[i] * (z[i] > 0 ? (T)1 : a[i] + param);            \
         return;                                                                             \
     case CNN_ACT_SIGMOID:                                                                   \
         for (i = 0; i < n; i++) dz[i] = g[i] * a[i] * ((T)1 - a[i]);                        \

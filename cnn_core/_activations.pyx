@@ -21,6 +21,7 @@ cnn_exp_sum_init()
 cdef extern from "activation_math.h" nogil:
     void cnn_act_math_init()  # act_vec_math.h: the AVX2 activations where the CPU has them
     float cnn_act_one_f32(int act, float z, float param)
+    float cnn_act_deriv_one_f32(int act, float z, float a, float param)
     void cnn_act_apply_f32(int act, const float *z, float *a, intp_t n, float param)
     void cnn_act_apply_f64(int act, const double *z, double *a, intp_t n, double param)
     void cnn_act_backward_f32(int act, const float *g, const float *z, const float *a,
@@ -284,9 +285,9 @@ def _softmax_exp_paths(x):
     return one, row, total
 
 
-def _activation_scalar_f32(x, activation, param=None):
-    """For tests: a float32 elementwise activation of a 1-D array element by element, through
-    the scalar function (cnn_act_one_f32) that the vector code must match bit for bit."""
+def _activation_scalar_f32(x, activation, param=None, derivative=False):
+    """For tests: a float32 elementwise activation f(x) (or f'(x)) of a 1-D array element by
+    element, through the scalar functions that the vector code must match bit for bit."""
     name, act, p = _checks.resolve_activation(activation, param)
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty_like(x)
@@ -294,10 +295,12 @@ def _activation_scalar_f32(x, activation, param=None):
     cdef float[::1] ov = out
     cdef intp_t j, n = x.shape[0]
     cdef int act_id = act
-    cdef float pf = p
+    cdef float pf = p, a
+    cdef bint deriv = derivative
     with nogil:
         for j in range(n):
-            ov[j] = cnn_act_one_f32(act_id, xv[j], pf)
+            a = cnn_act_one_f32(act_id, xv[j], pf)
+            ov[j] = cnn_act_deriv_one_f32(act_id, xv[j], a, pf) if deriv else a
     return out
 
 

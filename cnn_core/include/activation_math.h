@@ -29,10 +29,16 @@ enum {
 #define cnn_sigmoid_f32 cnn_sigmoidf
 #define cnn_expm1_f32 cnn_expm1f
 #define cnn_gelu_f32 cnn_geluf
+#define cnn_softplus_f32 cnn_softplusf
 #define cnn_gelu_deriv_f32 cnn_gelu_derivf
 #define cnn_tanh_f64 tanh
 #define cnn_expm1_f64 expm1
-static inline double cnn_gelu_f64(double z) { return 0.5 * z * (1.0 + erf(z * 0.70710678118654752440)); }
+static inline double cnn_softplus_f64(double z) {
+    return (z > 0 ? z : 0.0) + log1p(exp(-fabs(z)));
+}
+static inline double cnn_gelu_f64(double z) {
+    return 0.5 * z * (1.0 + erf(z * 0.70710678118654752440));
+}
 static inline double cnn_gelu_deriv_f64(double z) {
     return 0.5 * (1.0 + erf(z * 0.70710678118654752440))
            + z * exp(-0.5 * z * z) * 0.39894228040143267794;
@@ -44,13 +50,13 @@ static inline double cnn_sigmoid_f64(double z) {
     return e / (1.0 + e);
 }
 
-/* Generates, for one floating type T with libm suffix S (f for float, empty for double):
+/* Generates, for one floating type T (N: f32 or f64):
  *   cnn_act_one_<N>(act, z, param)            f(z)
  *   cnn_act_deriv_one_<N>(act, z, a, param)   f'(z), given a = f(z) (cheaper for some)
  *   cnn_act_apply_<N>(act, z, a, n, param)    a[i] = f(z[i]); z and a may alias
  *   cnn_act_backward_<N>(act, g, z, a, dz, n, param)  dz[i] = g[i] * f'(z[i]); may alias g
  * The switch sits outside the loops so each loop is a tight, vectorisable body. */
-#define CNN_DEFINE_ACTIVATIONS(T, N, S)                                                     \
+#define CNN_DEFINE_ACTIVATIONS(T, N)                                                        \
 static inline T cnn_act_one_##N(int act, T z, T param) {                                    \
     switch (act) {                                                                          \
     case CNN_ACT_RELU: return z > 0 ? z : (T)0;                                             \
@@ -58,7 +64,7 @@ static inline T cnn_act_one_##N(int act, T z, T param) {                        
     case CNN_ACT_ELU: return z > 0 ? z : param * cnn_expm1_##N(z);                          \
     case CNN_ACT_SIGMOID: return cnn_sigmoid_##N(z);                                        \
     case CNN_ACT_TANH: return cnn_tanh_##N(z);                                              \
-    case CNN_ACT_SOFTPLUS: return (z > 0 ? z : (T)0) + log1p##S(exp##S(-fabs##S(z)));        \
+    case CNN_ACT_SOFTPLUS: return cnn_softplus_##N(z);                                      \
     case CNN_ACT_GELU: return cnn_gelu_##N(z);                                              \
     default: return z;                                                                      \
     }                                                                                       \
@@ -122,7 +128,7 @@ static inline void cnn_act_backward_##N(int act, const T *g, const T *z, const T
     }                                                                                       \
 }
 
-CNN_DEFINE_ACTIVATIONS(float, f32, f)
-CNN_DEFINE_ACTIVATIONS(double, f64, )
+CNN_DEFINE_ACTIVATIONS(float, f32)
+CNN_DEFINE_ACTIVATIONS(double, f64)
 
 #endif

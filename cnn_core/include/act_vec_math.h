@@ -262,41 +262,108 @@ CNN_AVX2 static inline __m256 cnn_softplus8_avx2(__m256 z) {
 }
 
 /* a[i] = f(z[i]) for the leading multiple of 8 of n (z and a may alias); returns how many
- * were done: 0 for an activation without a vector spelling here. act: CNN_ACT_* ids. */
+ * were done. act: CNN_ACT_* ids. The piecewise-linear ones are here too: the modules built
+ * for the baseline CPU compile their loops as scalar code with a branch per element, which
+ * mispredicts on random signs (~5 ns an element). */
 CNN_AVX2 static int64_t cnn_act_apply_avx2_f32(int act, const float *z, float *a, int64_t n,
                                                float param) {
     int64_t i = 0;
-    if (act == 5) { /* CNN_ACT_TANH */
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(a + i, cnn_tanh8_avx2(_mm256_loadu_ps(z + i)));
-    } else if (act == 4) { /* CNN_ACT_SIGMOID */
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(a + i, cnn_sigmoid8_avx2(_mm256_loadu_ps(z + i)));
-    } else if (act == 7) { /* CNN_ACT_GELU */
+    const __m256 zero = _mm256_setzero_ps(), alpha = _mm256_set1_ps(param);
+    switch (act) {
+    case 1: /* CNN_ACT_RELU: z > 0 ? z : 0 */
         for (; i + 8 <= n; i += 8) {
-            __m256 gauss;
             const __m256 v = _mm256_loadu_ps(z + i);
-            _mm256_storeu_ps(a + i, _mm256_mul_ps(v, cnn_gelu_parts8_avx2(v, &gauss)));
+            _mm256_storeu_ps(a + i, _mm256_and_ps(v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
         }
-    } else if (act == 6) { /* CNN_ACT_SOFTPLUS */
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(a + i, cnn_softplus8_avx2(_mm256_loadu_ps(z + i)));
-    } else if (act == 3) { /* CNN_ACT_ELU: z > 0 ? z : param * expm1(z) */
-        const __m256 alpha = _mm256_set1_ps(param), zero = _mm256_setzero_ps();
+        break;
+    case 2: /* CNN_ACT_LEAKY_RELU: z > 0 ? z : param * z */
+        for (; i + 8 <= n; i += 8) {
+            const __m256 v = _mm256_loadu_ps(z + i);
+            _mm256_storeu_ps(a + i, _mm256_blendv_ps(_mm256_mul_ps(alpha, v), v,
+                                                     _mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
+        }
+        break;
+    case 3: /* CNN_ACT_ELU: z > 0 ? z : param * expm1(z) */
         for (; i + 8 <= n; i += 8) {
             const __m256 v = _mm256_loadu_ps(z + i);
             const __m256 neg = _mm256_mul_ps(alpha, cnn_expm18_avx2(v));
             _mm256_storeu_ps(a + i, _mm256_blendv_ps(neg, v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
         }
+        break;
+    case 4: /* CNN_ACT_SIGMOID */
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(a + i, cnn_sigmoid8_avx2(_mm256_loadu_ps(z + i)));
+        break;
+    case 5: /* CNN_ACT_TANH */
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(a + i, cnn_tanh8_avx2(_mm256_loadu_ps(z + i)));
+        break;
+    case 6: /* CNN_ACT_SOFTPLUS */
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(a + i, cnn_softplus8_avx2(_mm256_loadu_ps(z + i)));
+        break;
+    case 7: /* CNN_ACT_GELU */
+        for (; i + 8 <= n; i += 8) {
+            __m256 gauss;
+            const __m256 v = _mm256_loadu_ps(z + i);
+            _mm256_storeu_ps(a + i, _mm256_mul_ps(v, cnn_gelu_parts8_avx2(v, &gauss)));
+        }
+        break;
+    default:
+        break;
     }
     return i;
 }
-/* dz[i] = g[i] * f'(z[i]) for the leading multiple of 8 of n, for the activations whose
- * derivative needs a transcendental function of z (the others' loops vectorise as they
- * are); returns how many were done. dz may alias g. */
+
+/* dz[i] = g[i] * f'(z[i]) (a = f(z)) for the leading multiple of 8 of n, each as the scalar
+ * loops of activation_math.h compute it; returns how many were done. dz may alias g. */
 CNN_AVX2 static int64_t cnn_act_backward_avx2_f32(int act, const float *g, const float *z,
-                                                  float *dz, int64_t n) {
+                                                  const float *a, float *dz, int64_t n,
+                                                  float param) {
     int64_t i = 0;
-    if (act == 7) { /* CNN_ACT_GELU */
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    const __m256 alpha = _mm256_set1_ps(param);
+    switch (act) {
+    case 1: /* CNN_ACT_RELU: z > 0 ? g : 0 */
+        for (; i + 8 <= n; i += 8) {
+            const __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(z + i), zero, _CMP_GT_OQ);
+            _mm256_storeu_ps(dz + i, _mm256_and_ps(_mm256_loadu_ps(g + i), positive));
+        }
+        break;
+    case 2: /* CNN_ACT_LEAKY_RELU: z > 0 ? g : param * g */
+        for (; i + 8 <= n; i += 8) {
+            const __m256 gv = _mm256_loadu_ps(g + i);
+            const __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(z + i), zero, _CMP_GT_OQ);
+            _mm256_storeu_ps(dz + i, _mm256_blendv_ps(_mm256_mul_ps(alpha, gv), gv, positive));
+        }
+        break;
+    case 3: /* CNN_ACT_ELU: g * (z > 0 ? 1 : a + param) */
+        for (; i + 8 <= n; i += 8) {
+            const __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(z + i), zero, _CMP_GT_OQ);
+            const __m256 d = _mm256_blendv_ps(_mm256_add_ps(_mm256_loadu_ps(a + i), alpha), one,
+                                              positive);
+            _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), d));
+        }
+        break;
+    case 4: /* CNN_ACT_SIGMOID: g * a * (1 - a) */
+        for (; i + 8 <= n; i += 8) {
+            const __m256 av = _mm256_loadu_ps(a + i);
+            _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(g + i), av),
+                                                   _mm256_sub_ps(one, av)));
+        }
+        break;
+    case 5: /* CNN_ACT_TANH: g * (1 - a a) */
+        for (; i + 8 <= n; i += 8) {
+            const __m256 av = _mm256_loadu_ps(a + i);
+            _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i),
+                                                   _mm256_sub_ps(one, _mm256_mul_ps(av, av))));
+        }
+        break;
+    case 6: /* CNN_ACT_SOFTPLUS: f' = sigmoid */
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i),
+                                                   cnn_sigmoid8_avx2(_mm256_loadu_ps(z + i))));
+        break;
+    case 7: { /* CNN_ACT_GELU */
         const __m256 c = _mm256_set1_ps(0.39894228040143267794f);
         for (; i + 8 <= n; i += 8) {
             __m256 gauss;
@@ -305,10 +372,10 @@ CNN_AVX2 static int64_t cnn_act_backward_avx2_f32(int act, const float *g, const
             const __m256 d = _mm256_add_ps(phi, _mm256_mul_ps(_mm256_mul_ps(v, gauss), c));
             _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), d));
         }
-    } else if (act == 6) { /* CNN_ACT_SOFTPLUS: f' = sigmoid */
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i),
-                                                   cnn_sigmoid8_avx2(_mm256_loadu_ps(z + i))));
+        break;
+    }
+    default:
+        break;
     }
     return i;
 }
@@ -334,17 +401,19 @@ static inline int64_t cnn_act_apply_vec_f32(int act, const float *z, float *a, i
 }
 
 static inline int64_t cnn_act_backward_vec_f32(int act, const float *g, const float *z,
-                                               float *dz, int64_t n) {
+                                               const float *a, float *dz, int64_t n,
+                                               float param) {
 #if CNN_EXP_HAVE_AVX2
-    if (cnn_act_use_avx2) return cnn_act_backward_avx2_f32(act, g, z, dz, n);
+    if (cnn_act_use_avx2) return cnn_act_backward_avx2_f32(act, g, z, a, dz, n, param);
 #endif
-    (void)act; (void)g; (void)z; (void)dz; (void)n;
+    (void)act; (void)g; (void)z; (void)a; (void)dz; (void)n; (void)param;
     return 0;
 }
 
 static inline int64_t cnn_act_backward_vec_f64(int act, const double *g, const double *z,
-                                               double *dz, int64_t n) {
-    (void)act; (void)g; (void)z; (void)dz; (void)n;
+                                               const double *a, double *dz, int64_t n,
+                                               double param) {
+    (void)act; (void)g; (void)z; (void)a; (void)dz; (void)n; (void)param;
     return 0;
 }
 

@@ -82,48 +82,47 @@ static inline T cnn_act_deriv_one_##N(int act, T z, T a, T param) {             
     }                                                                                       \
 }                                                                                           \
 static inline void cnn_act_apply_##N(int act, const T *z, T *a, int64_t n, T param) {       \
-    int64_t i;                                                                              \
+    /* A vectorised prefix where there is one (the same operations), then these loops. */  \
+    int64_t i = cnn_act_apply_vec_##N(act, z, a, n, param);                                 \
     switch (act) {                                                                          \
     case CNN_ACT_IDENTITY:                                                                  \
-        if (a != z) for (i = 0; i < n; i++) a[i] = z[i];                                    \
+        if (a != z) for (; i < n; i++) a[i] = z[i];                                         \
         return;                                                                             \
     case CNN_ACT_RELU:                                                                      \
-        for (i = 0; i < n; i++) a[i] = z[i] > 0 ? z[i] : (T)0;                              \
+        for (; i < n; i++) a[i] = z[i] > 0 ? z[i] : (T)0;                                   \
         return;                                                                             \
     case CNN_ACT_LEAKY_RELU:                                                                \
-        for (i = 0; i < n; i++) a[i] = z[i] > 0 ? z[i] : param * z[i];                      \
+        for (; i < n; i++) a[i] = z[i] > 0 ? z[i] : param * z[i];                           \
         return;                                                                             \
-    default: /* a vectorised prefix where there is one, then the same function per element */ \
-        for (i = cnn_act_apply_vec_##N(act, z, a, n, param); i < n; i++)                    \
-            a[i] = cnn_act_one_##N(act, z[i], param);                                        \
+    default:                                                                                \
+        for (; i < n; i++) a[i] = cnn_act_one_##N(act, z[i], param);                        \
         return;                                                                             \
     }                                                                                       \
 }                                                                                           \
 static inline void cnn_act_backward_##N(int act, const T *g, const T *z, const T *a, T *dz, \
                                         int64_t n, T param) {                               \
-    int64_t i;                                                                              \
+    int64_t i = cnn_act_backward_vec_##N(act, g, z, a, dz, n, param);                       \
     switch (act) {                                                                          \
     case CNN_ACT_IDENTITY:                                                                  \
-        if (dz != g) for (i = 0; i < n; i++) dz[i] = g[i];                                  \
+        if (dz != g) for (; i < n; i++) dz[i] = g[i];                                       \
         return;                                                                             \
     case CNN_ACT_RELU:                                                                      \
-        for (i = 0; i < n; i++) dz[i] = z[i] > 0 ? g[i] : (T)0;                             \
+        for (; i < n; i++) dz[i] = z[i] > 0 ? g[i] : (T)0;                                  \
         return;                                                                             \
     case CNN_ACT_LEAKY_RELU:                                                                \
-        for (i = 0; i < n; i++) dz[i] = z[i] > 0 ? g[i] : param * g[i];                     \
+        for (; i < n; i++) dz[i] = z[i] > 0 ? g[i] : param * g[i];                          \
         return;                                                                             \
-    case CNN_ACT_ELU: /* a loop without the switch inside: vectorised */                  \
-        for (i = 0; i < n; i++) dz[i] = g[i] * (z[i] > 0 ? (T)1 : a[i] + param);            \
+    case CNN_ACT_ELU:                                                                       \
+        for (; i < n; i++) dz[i] = g[i] * (z[i] > 0 ? (T)1 : a[i] + param);                 \
         return;                                                                             \
     case CNN_ACT_SIGMOID:                                                                   \
-        for (i = 0; i < n; i++) dz[i] = g[i] * a[i] * ((T)1 - a[i]);                        \
+        for (; i < n; i++) dz[i] = g[i] * a[i] * ((T)1 - a[i]);                             \
         return;                                                                             \
     case CNN_ACT_TANH:                                                                      \
-        for (i = 0; i < n; i++) dz[i] = g[i] * ((T)1 - a[i] * a[i]);                        \
+        for (; i < n; i++) dz[i] = g[i] * ((T)1 - a[i] * a[i]);                             \
         return;                                                                             \
-    default: /* a vectorised prefix where there is one, then the same function per element */ \
-        for (i = cnn_act_backward_vec_##N(act, g, z, dz, n); i < n; i++)                    \
-            dz[i] = g[i] * cnn_act_deriv_one_##N(act, z[i], a[i], param);                   \
+    default:                                                                                \
+        for (; i < n; i++) dz[i] = g[i] * cnn_act_deriv_one_##N(act, z[i], a[i], param);    \
         return;                                                                             \
     }                                                                                       \
 }

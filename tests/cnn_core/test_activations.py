@@ -322,3 +322,31 @@ def test_float32_activation_special_values(activation):
     np.testing.assert_array_equal(got, want)
     # Signed zeros keep their sign (tanh(-0) = elu(-0) = -0), as the NumPy reference.
     assert np.signbit(got[1]) == np.signbit(want[1])
+
+
+ELEMENTWISE = [a for a in ACTIVATIONS if a not in ROW_WISE and a != "linear"]
+
+
+@pytest.mark.parametrize("activation", ELEMENTWISE)
+def test_float32_element_bits_do_not_depend_on_its_position(activation):
+    """Forward and backward of every elementwise float32 activation: an element computed in
+    a vector lane (a long array) has the bits of the same element computed by the scalar
+    loop (arrays of 7, below one vector). g holds negative values, zeros of both signs, inf
+    and NaN, so `z > 0 ? g : 0` and `g * 0` would differ."""
+    rng = np.random.default_rng(7)
+    x = _float32_grid()[::3]
+    x = x[np.abs(x) < 30]
+    n = len(x) // 7 * 7
+    x = np.ascontiguousarray(x[:n])
+    g = rng.standard_normal(n).astype(np.float32)
+    g[::11] = -0.0
+    g[5::13] = np.inf
+    g[7::17] = np.nan
+    a = cnn_core.activation_forward(x, activation)
+    dz = cnn_core.activation_backward(g, x, a, activation)
+    a7 = np.concatenate([cnn_core.activation_forward(x[i:i + 7], activation)
+                         for i in range(0, n, 7)])
+    dz7 = np.concatenate([cnn_core.activation_backward(g[i:i + 7], x[i:i + 7], a[i:i + 7],
+                                                       activation) for i in range(0, n, 7)])
+    assert a.tobytes() == a7.tobytes()
+    assert dz.tobytes() == dz7.tobytes()

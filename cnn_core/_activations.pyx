@@ -20,6 +20,7 @@ cnn_exp_sum_init()
 
 cdef extern from "activation_math.h" nogil:
     void cnn_act_math_init()  # act_vec_math.h: the AVX2 activations where the CPU has them
+    int cnn_act_vec_enabled()
     float cnn_act_one_f32(int act, float z, float param)
     float cnn_act_deriv_one_f32(int act, float z, float a, float param)
     void cnn_act_apply_f32(int act, const float *z, float *a, intp_t n, float param)
@@ -306,3 +307,8 @@ def _activation_scalar_f32(x, activation, param=None, derivative=False):
 
 # The activations' AVX2 spellings, where the CPU has them (same bits either way).
 cnn_act_math_init()
+
+
+def _act_vec_enabled():
+    """For tests: whether this module's activations run their AVX2 spellings."""
+    return bool(cnn_act_vec_enabled())

@@ -20,6 +20,7 @@ cnp.import_array()
 
 cdef extern from "activation_math.h" nogil:
     void cnn_act_math_init()  # act_vec_math.h: the AVX2 activations where the CPU has them
+    int cnn_act_vec_enabled()
     void cnn_act_backward_f32(int act, const float *g, const float *z, const float *a,
                               float *dz, intp_t n, float param)
     void cnn_act_backward_f64(int act, const double *g, const double *z, const double *a,
@@ -234,3 +235,8 @@ cdef int dense_backward_raw(const floating *x, intp_t rs_x, intp_t cs_x,
 
 # The activations' AVX2 spellings, where the CPU has them (same bits either way).
 cnn_act_math_init()
+
+
+def _act_vec_enabled():
+    """For tests: whether this module's activations run their AVX2 spellings."""
+    return bool(cnn_act_vec_enabled())

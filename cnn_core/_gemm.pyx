@@ -15,6 +15,7 @@ cnp.import_array()
 
 cdef extern from "gemm_driver.h" nogil:
     void cnn_act_math_init()  # act_vec_math.h: the AVX2 activations where the CPU has them
+    int cnn_act_vec_enabled()
     ctypedef struct cnn_epilogue_f32:
         const float *bias
         float *z_out
@@ -315,3 +316,8 @@ _select_kernel(os.environ.get("PYNN_KERNEL") or None)
 
 # The activations' AVX2 spellings, where the CPU has them (same bits either way).
 cnn_act_math_init()
+
+
+def _act_vec_enabled():
+    """For tests: whether this module's activations run their AVX2 spellings."""
+    return bool(cnn_act_vec_enabled())

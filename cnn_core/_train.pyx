@@ -99,12 +99,14 @@ cdef void dropout_forward(const float *x, float *mask, float *out, intp_t n, flo
     """
     cdef intp_t j
     cdef float u, m
+    if rng == NULL:
+        for j in range(n):
+            mask[j] = 0
+            out[j] = x[j] * <float>0
+        return
     for j in range(n):
-        m = 0
-        if rng != NULL:
-            u = <float>(rng.next_uint32(rng.state) >> 8) * <float>(1.0 / 16777216.0)
-            if u >= rate:
-                m = scale
+        u = <float>(rng.next_uint32(rng.state) >> 8) * <float>(1.0 / 16777216.0)
+        m = <float>(u >= rate) * scale  # no branch: it would mispredict at random
         mask[j] = m
         out[j] = x[j] * m
 
@@ -414,8 +416,8 @@ cdef class DenseChainTrainer:
         predictions, samples seen).
         """
         with contextlib.ExitStack() as locks:
-            self._bind_generators(generators, locks)
             try:
+                self._bind_generators(generators, locks)
                 return self._run(x, y, order, start, n_steps, lrs, first_step)
             finally:
                 for i in range(self.n_layers):

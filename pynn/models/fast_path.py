@@ -126,12 +126,15 @@ def _dense_chain(model, inference=False):
         if isinstance(layer, Flatten) and not denses and pending is None:
             continue
         if type(layer) is Dropout:
-            # The trainer draws a mask of the input's shape from the layer's generator.
-            if pending is not None or layer.noise_shape is not None:
+            # The trainer draws a float32 mask of the input's shape from the layer's
+            # generator (a float64 layer would draw doubles).
+            if (pending is not None or layer.noise_shape is not None
+                    or np.dtype(layer.dtype) != np.float32):
                 return None
             pending = layer
             continue
-        if type(layer) is not Dense or not layer.built:
+        if (type(layer) is not Dense or not layer.built
+                or layer.kernel.value.dtype != np.float32):
             return None
         if not inference and (not layer.trainable or not layer.kernel.trainable
                               or (layer.use_bias and not layer.bias.trainable)):
@@ -144,9 +147,14 @@ def _dense_chain(model, inference=False):
     return denses, dropouts
 
 
-def _generators(dropouts):
+def _dropout_rates(dropouts):
+    """Per layer, the rate of the Dropout on its input (0.0: none)."""
+    return [0.0 if d is None else float(d.rate) for d in dropouts]
+
+
+def _generators(dropouts, rates):
     """Per layer, the Generator its input dropout draws from now (None: nothing drawn)."""
-    return [None if d is None or not 0.0 < d.rate < 1.0 else d._rng() for d in dropouts]
+    return [d._rng() if 0.0 < rate < 1.0 else None for d, rate in zip(dropouts, rates)]
 
 
 def _layer_specs(denses, loss, dropouts=None):
@@ -177,6 +185,16 @@ def _layer_specs(denses, loss, dropouts=None):
     return layers
 
 
+def _takes_flat_input(model, denses):
+    """The first Dense sees the whole flattened sample (not, say, the last axis of 3-D data)."""
+    shape = getattr(model, "input_shape", None)
+    if shape is None:
+        return False
+    features = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    has_flatten = any(isinstance(layer, Flatten) for layer in model.layers)
+    return (len(shape) == 2 or has_flatten) and denses[0].kernel.value.shape[0] == features
+
+
 def _compiled_ok(model):
     return (getattr(model, "jit_compile", True) and _backend.backend_name() == "cnn_core"
             and np.dtype(model.dtype) == np.float32)
@@ -188,7 +206,7 @@ def compiled_predictor(model, batch_size):
     if not _compiled_ok(model):
         return None
     chain = _dense_chain(model, inference=True)
-    if chain is None:
+    if chain is None or not _takes_flat_input(model, chain[0]):
         return None
     denses = chain[0]  # Dropout is the identity outside training
     key = (int(batch_size),) + tuple(id(w.value) for w in model.weights)
@@ -217,6 +235,7 @@ class FastFit:
     def __init__(self, model, trainer, metric, y_kind, dropouts):
         self.model = model
         self.dropouts = dropouts
+        self.rates = _dropout_rates(dropouts)  # what the trainer was built with
         self.trainer = trainer
         self.metric = metric
         self.y_kind = y_kind
@@ -228,7 +247,7 @@ class FastFit:
         if not _compiled_ok(model):
             return None
         chain = _dense_chain(model)
-        if chain is None or x.dtype != np.float32:
+        if chain is None or x.dtype != np.float32 or not _takes_flat_input(model, chain[0]):
             return None
         denses, dropouts = chain
         loss = _loss_kind(model._loss_fn, denses[-1].activation)
@@ -251,7 +270,10 @@ class FastFit:
         from cnn_core._train import DenseChainTrainer
 
         trainer = DenseChainTrainer(layers, loss, spec, int(batch_size))
-        return cls(model, trainer, metric, loss, dropouts)
+        fast = cls(model, trainer, metric, loss, dropouts)
+        fast._rebuild = lambda: DenseChainTrainer(_layer_specs(denses, loss, dropouts), loss,
+                                                  spec, int(batch_size))
+        return fast
 
     def _targets(self, y):
         if self.y_kind == "sparse_softmax_ce":
@@ -286,10 +308,15 @@ class FastFit:
                 callbacks.on_train_batch_begin(step)
             lrs = self._learning_rates(optimizer.iterations, chunk)
             started = time.perf_counter()
-            # Looked up per chunk: a callback may reseed the global generator between batches.
+            # Looked up per chunk: a callback may reseed the global generator or change a
+            # dropout rate between batches (then the trainer is rebuilt for the new rates).
+            rates = _dropout_rates(self.dropouts)
+            if rates != self.rates:
+                self.trainer = self._rebuild()
+                self.rates = rates
             loss_sum, correct, compared, seen = self.trainer.run(
                 x2, y2, order, step * batch_size, chunk, lrs, optimizer.iterations,
-                _generators(self.dropouts))
+                _generators(self.dropouts, self.rates))
             elapsed = time.perf_counter() - started
             optimizer.iterations = optimizer.iterations + chunk
             model._loss_sum += loss_sum

@@ -163,6 +163,10 @@ UNSUPPORTED_DROPOUT = {
     "dropout_twice": [layers.Dense(8), layers.Dropout(0.5), layers.Dropout(0.2),
                       layers.Dense(4, activation="softmax")],
     "dropout_on_output": [layers.Dense(8), layers.Dense(4), layers.Dropout(0.5)],  # logits
+    # A float64 Dropout draws doubles, a float64 Dense has float64 weights.
+    "dropout_float64": [layers.Dense(8), layers.Dropout(0.5, dtype="float64"),
+                        layers.Dense(4, activation="softmax")],
+    "dense_float64": [layers.Dense(8, dtype="float64"), layers.Dense(4, activation="softmax")],
 }
 
 
@@ -241,6 +245,70 @@ def test_dropout_compiled_loop_equals_python_loop_bitwise(case):
     for key in slow_hist:  # the epoch means are summed in another order: last-digit equal
         np.testing.assert_allclose(fast_hist[key], slow_hist[key], rtol=1e-13)
     assert fast_states == slow_states
+
+
+def test_dense_on_the_last_axis_of_3d_input_takes_the_python_loop():
+    x = np.random.default_rng(0).standard_normal((40, 4, 5)).astype(np.float32)
+    y = np.zeros((40, 4, 3), np.float32)
+    model = pynn.Sequential([layers.Input(shape=(4, 5)), layers.Dense(3)])
+    model.compile(optimizer="adam", loss="mse")
+    assert FastFit.prepare(model, model._prepare_x(x), model._prepare_y(y, 40), 8) is None
+    from pynn.models.fast_path import compiled_predictor
+
+    assert compiled_predictor(model, 8) is None
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert model.predict(x, verbose=0).shape == (40, 4, 3)
+
+
+@pytest.mark.parametrize("new_rate", [0.0, 0.2, 1.0])
+def test_dropout_rate_changed_by_a_callback_is_followed(new_rate):
+    # A dropout schedule: the compiled loop must train with the rate of each batch, as the
+    # Python loop does (the trainer is rebuilt when a rate changes).
+    x, labels = _data(n=100)
+    results = []
+    for jit in (True, False):
+        model = _dropout_model(rates=(0.5, 0.5, 0.0))
+        model.jit_compile = jit
+        dropout = model.layers[0]
+
+        def schedule(batch, logs, dropout=dropout):
+            dropout.rate = 0.5 if batch < 4 else new_rate
+
+        cb = pynn.callbacks.LambdaCallback(on_train_batch_begin=schedule)
+        pynn.utils.set_random_seed(11)
+        model.fit(x, labels, batch_size=10, epochs=2, verbose=0, callbacks=[cb])
+        results.append(b"".join(w.tobytes() for w in model.get_weights()))
+    assert results[0] == results[1]
+
+
+def test_dropout_keeps_a_unit_whose_draw_equals_the_rate():
+    """Dropout keeps x where u >= rate. Draw 2,015,671 of default_rng(0).random(float32) is
+    exactly 0.5: a Dropout(0.5) on one input, batch 1, positioned on that draw, keeps it, and
+    the compiled loop must do the same (with u > rate it would drop it, and the first Dense
+    would get no gradient)."""
+    skip = 2_015_671
+
+    def positioned():
+        rng = np.random.default_rng(0)
+        rng.random(skip, dtype=np.float32)
+        return rng
+
+    assert positioned().random(dtype=np.float32) == np.float32(0.5)  # the premise
+    x = np.array([[2.0]], np.float32)
+    labels = np.array([1])
+    weights = []
+    for jit in (True, False):
+        pynn.utils.set_random_seed(3)
+        model = pynn.Sequential([layers.Input(shape=(1,)), layers.Dropout(0.5, seed=positioned()),
+                                 layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model.jit_compile = jit
+        before = model.get_weights()[0].copy()
+        model.fit(x, labels, batch_size=1, epochs=1, verbose=0, shuffle=False)
+        kernel = model.get_weights()[0]
+        assert not np.array_equal(kernel, before), "the unit was dropped"
+        weights.append(kernel.tobytes())
+    assert weights[0] == weights[1]
 
 
 def test_dropout_reseeded_between_batches_follows_the_new_generator():

@@ -21,7 +21,7 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 from libc.math cimport sqrt, fabs, pow, isfinite, NAN
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from numpy.random cimport bitgen_t
 
@@ -195,7 +195,8 @@ cdef class DenseChainTrainer:
         free(self.kernel); free(self.bias); free(self.grad_kernel); free(self.grad_bias)
         free(self.z); free(self.a); free(self.da); free(self.fan_in); free(self.units)
         free(self.act); free(self.act_param); free(self.param); free(self.grad)
-        free(self.drop_rate); free(self.drop_scale); free(self.drop_draws); free(self.drop_mask); free(self.dropped); free(self.drop_rng)
+        free(self.drop_rate); free(self.drop_scale); free(self.drop_draws)
+        free(self.drop_mask); free(self.dropped); free(self.drop_rng)
         free(self.slot0); free(self.slot1); free(self.slot2); free(self.param_size)
         free(self.param_decay); free(self.param_l1); free(self.param_l2); free(self.partials)
 
@@ -247,7 +248,8 @@ cdef class DenseChainTrainer:
                 or self.fan_in == NULL or self.units == NULL or self.act == NULL
                 or self.act_param == NULL or self.drop_rate == NULL or self.drop_scale == NULL
                 or self.drop_draws == NULL or self.drop_mask == NULL
-                or self.dropped == NULL or self.drop_rng == NULL or self.param == NULL or self.grad == NULL
+                or self.dropped == NULL or self.drop_rng == NULL or self.param == NULL
+                or self.grad == NULL
                 or self.slot0 == NULL or self.slot1 == NULL or self.slot2 == NULL
                 or self.param_size == NULL or self.param_decay == NULL
                 or self.param_l1 == NULL or self.param_l2 == NULL):

@@ -25,6 +25,7 @@
  * NaN in gives NaN out; +-inf give +-1 (tanh), 1 / 0 (sigmoid), inf / -1 (expm1). */
 #ifndef CNN_ACT_VEC_MATH_H
 #define CNN_ACT_VEC_MATH_H
+/* Included by activation_math.h after its CNN_ACT_* ids, which the vector loops switch on. */
 
 #include <math.h>
 #include <stdint.h>
@@ -43,8 +44,14 @@
  * least-squares fits to float64 erf/erfc, highest power first (with the coefficients rounded
  * to float32: relative error 6.7e-8 and 2.4e-8). */
 #define CNN_ERF_SMALL 0.75f
-static const float cnn_erf_p[8] = {-1.1657486538751982e-05f, 0.00011768052354454994f, -0.0008534863009117544f, 0.005223624408245087f, -0.026866119354963303f, 0.11283791065216064f, -0.37612637877464294f, 1.128379225730896f};
-static const float cnn_erfc_r[11] = {-2.477923631668091f, 8.485838890075684f, -11.850489616394043f, 7.9149394035339355f, -1.7255584001541138f, -0.4829091429710388f, -0.2938450872898102f, 0.2808383107185364f, 0.5644460916519165f, 0.5641728043556213f, 4.0335731910090544e-07f};
+static const float cnn_erf_p[8] = {
+    -1.1657486538751982e-05f, 0.00011768052354454994f, -0.0008534863009117544f,
+    0.005223624408245087f, -0.026866119354963303f, 0.11283791065216064f, -0.37612637877464294f,
+    1.128379225730896f};
+static const float cnn_erfc_r[11] = {
+    -2.477923631668091f, 8.485838890075684f, -11.850489616394043f, 7.9149394035339355f,
+    -1.7255584001541138f, -0.4829091429710388f, -0.2938450872898102f, 0.2808383107185364f,
+    0.5644460916519165f, 0.5641728043556213f, 4.0335731910090544e-07f};
 
 static inline float cnn_abs_bits_f32(float x, uint32_t *sign) {
     uint32_t bits;
@@ -217,7 +224,8 @@ CNN_AVX2 static inline __m256 cnn_gelu_parts8_avx2(__m256 z, __m256 *gauss) {
     const __m256 half = _mm256_set1_ps(0.5f), minus_half = _mm256_set1_ps(-0.5f);
     const __m256 x = _mm256_mul_ps(_mm256_andnot_ps(sign_bit, z),
                                    _mm256_set1_ps(0.70710678118654752440f));
-    const __m256 zc = _mm256_max_ps(_mm256_set1_ps(-14.0f), _mm256_min_ps(_mm256_set1_ps(14.0f), z));
+    const __m256 zc = _mm256_max_ps(_mm256_set1_ps(-14.0f),
+                                    _mm256_min_ps(_mm256_set1_ps(14.0f), z));
     const __m256 zh = _mm256_and_ps(zc, _mm256_castsi256_ps(_mm256_set1_epi32((int)0xfffff000u)));
     const __m256 zl = _mm256_sub_ps(zc, zh);
     const __m256 e = _mm256_mul_ps(
@@ -225,7 +233,8 @@ CNN_AVX2 static inline __m256 cnn_gelu_parts8_avx2(__m256 z, __m256 *gauss) {
         cnn_exp8_avx2(_mm256_mul_ps(minus_half, _mm256_mul_ps(zl, _mm256_add_ps(zc, zh)))));
     const __m256 s = _mm256_mul_ps(x, x);
     __m256 p = _mm256_set1_ps(cnn_erf_p[0]);
-    for (int i = 1; i < 8; i++) p = _mm256_add_ps(_mm256_mul_ps(p, s), _mm256_set1_ps(cnn_erf_p[i]));
+    for (int i = 1; i < 8; i++)
+        p = _mm256_add_ps(_mm256_mul_ps(p, s), _mm256_set1_ps(cnn_erf_p[i]));
     const __m256 erf_x = _mm256_mul_ps(p, x);
     const __m256 t = _mm256_div_ps(one, _mm256_add_ps(one, x));
     __m256 r = _mm256_set1_ps(cnn_erfc_r[0]);
@@ -268,7 +277,7 @@ CNN_AVX2 static inline __m256 cnn_softplus8_avx2(__m256 z) {
 }
 
 /* a[i] = f(z[i]) for the leading multiple of 8 of n (z and a may alias); returns how many
- * were done. act: CNN_ACT_* ids. The piecewise-linear ones are here too: the modules built
+ * were done. The piecewise-linear ones are here too: the modules built
  * for the baseline CPU compile their loops as scalar code with a branch per element, which
  * mispredicts on random signs (~5 ns an element). */
 CNN_AVX2 static int64_t cnn_act_apply_avx2_f32(int act, const float *z, float *a, int64_t n,
@@ -276,38 +285,38 @@ CNN_AVX2 static int64_t cnn_act_apply_avx2_f32(int act, const float *z, float *a
     int64_t i = 0;
     const __m256 zero = _mm256_setzero_ps(), alpha = _mm256_set1_ps(param);
     switch (act) {
-    case 1: /* CNN_ACT_RELU: z > 0 ? z : 0 */
+    case CNN_ACT_RELU: /* z > 0 ? z : 0 */
         for (; i + 8 <= n; i += 8) {
             const __m256 v = _mm256_loadu_ps(z + i);
             _mm256_storeu_ps(a + i, _mm256_and_ps(v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
         }
         break;
-    case 2: /* CNN_ACT_LEAKY_RELU: z > 0 ? z : param * z */
+    case CNN_ACT_LEAKY_RELU: /* z > 0 ? z : param * z */
         for (; i + 8 <= n; i += 8) {
             const __m256 v = _mm256_loadu_ps(z + i);
             _mm256_storeu_ps(a + i, _mm256_blendv_ps(_mm256_mul_ps(alpha, v), v,
                                                      _mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
         }
         break;
-    case 3: /* CNN_ACT_ELU: z > 0 ? z : param * expm1(z) */
+    case CNN_ACT_ELU: /* z > 0 ? z : param * expm1(z) */
         for (; i + 8 <= n; i += 8) {
             const __m256 v = _mm256_loadu_ps(z + i);
             const __m256 neg = _mm256_mul_ps(alpha, cnn_expm18_avx2(v));
             _mm256_storeu_ps(a + i, _mm256_blendv_ps(neg, v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ)));
         }
         break;
-    case 4: /* CNN_ACT_SIGMOID */
+    case CNN_ACT_SIGMOID:
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(a + i, cnn_sigmoid8_avx2(_mm256_loadu_ps(z + i)));
         break;
-    case 5: /* CNN_ACT_TANH */
+    case CNN_ACT_TANH:
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(a + i, cnn_tanh8_avx2(_mm256_loadu_ps(z + i)));
         break;
-    case 6: /* CNN_ACT_SOFTPLUS */
+    case CNN_ACT_SOFTPLUS:
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(a + i, cnn_softplus8_avx2(_mm256_loadu_ps(z + i)));
         break;
-    case 7: /* CNN_ACT_GELU */
+    case CNN_ACT_GELU:
         for (; i + 8 <= n; i += 8) {
             __m256 gauss;
             const __m256 v = _mm256_loadu_ps(z + i);
@@ -331,20 +340,20 @@ CNN_AVX2 static int64_t cnn_act_backward_avx2_f32(int act, const float *g, const
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
     const __m256 alpha = _mm256_set1_ps(param);
     switch (act) {
-    case 1: /* CNN_ACT_RELU: z > 0 ? g : 0 */
+    case CNN_ACT_RELU: /* z > 0 ? g : 0 */
         for (; i + 8 <= n; i += 8) {
             const __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(z + i), zero, _CMP_GT_OQ);
             _mm256_storeu_ps(dz + i, _mm256_and_ps(_mm256_loadu_ps(g + i), positive));
         }
         break;
-    case 2: /* CNN_ACT_LEAKY_RELU: z > 0 ? g : param * g */
+    case CNN_ACT_LEAKY_RELU: /* z > 0 ? g : param * g */
         for (; i + 8 <= n; i += 8) {
             const __m256 gv = _mm256_loadu_ps(g + i);
             const __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(z + i), zero, _CMP_GT_OQ);
             _mm256_storeu_ps(dz + i, _mm256_blendv_ps(_mm256_mul_ps(alpha, gv), gv, positive));
         }
         break;
-    case 3: /* CNN_ACT_ELU: g * (z > 0 ? 1 : a + param) */
+    case CNN_ACT_ELU: /* g * (z > 0 ? 1 : a + param) */
         for (; i + 8 <= n; i += 8) {
             const __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(z + i), zero, _CMP_GT_OQ);
             const __m256 d = _mm256_blendv_ps(_mm256_add_ps(_mm256_loadu_ps(a + i), alpha), one,
@@ -352,26 +361,26 @@ CNN_AVX2 static int64_t cnn_act_backward_avx2_f32(int act, const float *g, const
             _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i), d));
         }
         break;
-    case 4: /* CNN_ACT_SIGMOID: g * a * (1 - a) */
+    case CNN_ACT_SIGMOID: /* g * a * (1 - a) */
         for (; i + 8 <= n; i += 8) {
             const __m256 av = _mm256_loadu_ps(a + i);
             _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(g + i), av),
                                                    _mm256_sub_ps(one, av)));
         }
         break;
-    case 5: /* CNN_ACT_TANH: g * (1 - a a) */
+    case CNN_ACT_TANH: /* g * (1 - a a) */
         for (; i + 8 <= n; i += 8) {
             const __m256 av = _mm256_loadu_ps(a + i);
             _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i),
                                                    _mm256_sub_ps(one, _mm256_mul_ps(av, av))));
         }
         break;
-    case 6: /* CNN_ACT_SOFTPLUS: f' = sigmoid */
+    case CNN_ACT_SOFTPLUS: /* f' = sigmoid */
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(dz + i, _mm256_mul_ps(_mm256_loadu_ps(g + i),
                                                    cnn_sigmoid8_avx2(_mm256_loadu_ps(z + i))));
         break;
-    case 7: { /* CNN_ACT_GELU */
+    case CNN_ACT_GELU: {
         const __m256 c = _mm256_set1_ps(0.39894228040143267794f);
         for (; i + 8 <= n; i += 8) {
             __m256 gauss;

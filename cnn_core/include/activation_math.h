@@ -8,7 +8,6 @@
 
 #include <math.h>
 #include <stdint.h>
-#include "act_vec_math.h"
 
 enum {
     CNN_ACT_IDENTITY = 0,
@@ -22,6 +21,8 @@ enum {
     CNN_ACT_SOFTMAX = 8,
     CNN_ACT_LOG_SOFTMAX = 9
 };
+
+#include "act_vec_math.h" /* after the ids: its vector loops switch on them */
 
 /* The transcendental functions per type: float32 uses act_vec_math.h (vectorised, the same
  * bits in scalar code), float64 libm. */

@@ -4,6 +4,7 @@ The compiled kernels assume valid input; everything a user can get wrong is caug
 turned into a ``TypeError`` (wrong type or dtype) or ``ValueError`` (shape, ndim, emptiness,
 label range, unknown name) whose message names the argument and what was wrong with it.
 """
+import collections
 import math
 
 import numpy as np
@@ -162,3 +163,90 @@ def check_positive_int(value, name):
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+# ------------------------------------------------------------------------------------------
+# Convolution and pooling (NHWC): the window geometry of Keras/TensorFlow
+# ------------------------------------------------------------------------------------------
+# Geometry of a 2-D sliding window over NHWC input (check_conv2d_inputs, check_pool2d_inputs).
+WindowGeometry = collections.namedtuple("WindowGeometry", (
+    "batch", "in_h", "in_w", "channels", "window_h", "window_w", "stride_h", "stride_w",
+    "out_h", "out_w", "pad_top", "pad_left"))
+
+
+def check_pair(value, name):
+    """``(h, w)`` from an int or a pair of ints, each >= 1 (a kernel size, strides, a pool)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        pair = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                             for v in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_padding(padding):
+    """'valid' or 'same' (any case)."""
+    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+    return padding.lower()
+
+
+def window_extent(size, window, stride, padding):
+    """``(out, pad_before)`` along one axis, by Keras' (TensorFlow's) rules.
+
+    valid: out = floor((size - window) / stride) + 1, no padding.
+    same:  out = ceil(size / stride); the missing ``(out - 1) * stride + window - size``
+           positions are padded, the smaller half before (top/left), the rest after.
+    """
+    if padding == "valid":
+        return ((size - window) // stride + 1 if size >= window else 0), 0
+    out = -(-size // stride)
+    return out, max((out - 1) * stride + window - size, 0) // 2
+
+
+def _window_geometry(x, window, strides, padding, what):
+    padding = check_padding(padding)
+    batch, in_h, in_w, channels = x.shape
+    out_h, pad_top = window_extent(in_h, window[0], strides[0], padding)
+    out_w, pad_left = window_extent(in_w, window[1], strides[1], padding)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"x's {in_h}x{in_w} image is smaller than the {window[0]}x{window[1]} {what} "
+            f"with padding='valid' (x has shape {x.shape})")
+    return WindowGeometry(batch, in_h, in_w, channels, window[0], window[1], strides[0],
+                          strides[1], out_h, out_w, pad_top, pad_left)
+
+
+def check_conv2d_inputs(x, w, b, strides, padding):
+    """x: (batch, height, width, in_channels), w: (kernel_h, kernel_w, in_channels, filters),
+    both C-contiguous; b: (filters,) or None; one float dtype. Returns the WindowGeometry."""
+    check_array(x, "x", ndim=4)
+    check_contiguous(x, "x")
+    check_array(w, "w", ndim=4, dtype=x.dtype)
+    check_contiguous(w, "w")
+    if w.shape[2] != x.shape[3]:
+        raise ValueError(
+            f"x has {x.shape[3]} channels (shape {x.shape}) but w expects {w.shape[2]} "
+            f"(shape {w.shape}: kernel_h, kernel_w, in_channels, filters)")
+    if b is not None:
+        check_array(b, "b", ndim=1, dtype=x.dtype)
+        check_contiguous(b, "b")
+        if b.shape[0] != w.shape[3]:
+            raise ValueError(f"b has shape {b.shape} but w has {w.shape[3]} filters")
+    return _window_geometry(x, w.shape[:2], check_pair(strides, "strides"), padding, "kernel")
+
+
+def check_pool2d_inputs(x, pool_size, strides, padding):
+    """x: (batch, height, width, channels) C-contiguous; strides None means pool_size.
+    Returns the WindowGeometry."""
+    check_array(x, "x", ndim=4)
+    check_contiguous(x, "x")
+    pool_size = check_pair(pool_size, "pool_size")
+    strides = pool_size if strides is None else check_pair(strides, "strides")
+    return _window_geometry(x, pool_size, strides, padding, "pool window")

@@ -8,6 +8,7 @@ One concept per module:
     gemm.py          alpha * op(a) @ op(b) + beta * out
     activations.py   a = f(z) and dL/dz = dL/da * f'(z)
     dense.py         z = x W + b, a = f(z) and its gradients
+    conv.py          2-D convolution (im2col) and max/average pooling, NHWC, and gradients
     losses.py        batch-mean losses and their gradients
     optimizers.py    in-place SGD / Adam(W) / RMSprop / Adagrad steps (Keras 3)
     reductions.py    sum_of_squares (gradient clipping norms), all_finite (input checks)
@@ -16,6 +17,14 @@ One concept per module:
 from pynn.reference.gemm import gemm
 from pynn.reference.activations import activation_forward, activation_backward
 from pynn.reference.dense import dense_forward, dense_backward
+from pynn.reference.conv import (
+    conv2d_forward,
+    conv2d_backward,
+    max_pool2d_forward,
+    max_pool2d_backward,
+    avg_pool2d_forward,
+    avg_pool2d_backward,
+)
 from pynn.reference.losses import (
     softmax_cross_entropy_sparse,
     softmax_cross_entropy,
@@ -34,6 +43,12 @@ __all__ = [
     "activation_backward",
     "dense_forward",
     "dense_backward",
+    "conv2d_forward",
+    "conv2d_backward",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
     "softmax_cross_entropy_sparse",
     "softmax_cross_entropy",
     "mean_squared_error",

@@ -8,6 +8,14 @@ __version__ = "0.1.0"
 from cnn_core._threads import set_num_threads, get_num_threads, has_openmp
 from cnn_core._gemm import gemm
 from cnn_core._dense import dense_forward, dense_backward
+from cnn_core._conv import (
+    conv2d_forward,
+    conv2d_backward,
+    max_pool2d_forward,
+    max_pool2d_backward,
+    avg_pool2d_forward,
+    avg_pool2d_backward,
+)
 from cnn_core._activations import activation_forward, activation_backward
 from cnn_core._losses import (
     softmax_cross_entropy_sparse,

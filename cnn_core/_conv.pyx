@@ -1,0 +1,621 @@
+"""2-D convolution and pooling over NHWC images, forward and backward (docs/kernel_api.md).
+
+conv2d is im2col + GEMM. A chunk of whole images is unrolled into ``cols``: one row per output
+pixel, its receptive field in (i, j, c) order, zeros where the window hangs over the padding.
+Then z = cols W + b is one GEMM whose write-back adds the bias and applies f (as _dense does).
+Backward, chunk by chunk: dW += cols^T dz, then dcols = dz W^T overwrites cols and col2im
+gathers it back: each input pixel sums, in fixed (i, j) order, the entries of the output
+pixels that read it. Threads split input pixels, so nothing races and no sum changes order
+with the thread count. A 1x1 kernel with stride 1 reads x itself as cols.
+
+Chunks hold whole images and are sized from the shape alone (about CHUNK_BYTES of cols), so the
+float sums of dW, chunk after chunk, are the same for every thread count.
+
+Pooling scans each window over channel vectors. The max-pool backward first records each
+window's argmax, then gathers per input pixel like col2im; the average-pool backward gathers
+grad / count the same way.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+from libc.stdint cimport int32_t
+
+from cnn_core._typedefs cimport floating, intp_t
+from cnn_core._threads cimport get_num_threads_c, threads_for_elements
+from cnn_core._gemm cimport gemm_raw
+from cnn_core._dense cimport activation_grad_rows, column_sums
+from cnn_core import _checks
+
+cnp.import_array()
+
+cdef extern from "scratch.h" nogil:
+    void *cnn_scratch(size_t bytes)
+
+# Bytes of im2col columns per chunk: a few MiB keeps the GEMM's M in the thousands for MNIST-
+# sized layers while the columns stay within the last-level cache.
+cdef enum:
+    CHUNK_BYTES = 4 << 20
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------
+cdef window_geometry _geometry(object g):
+    """The C struct of a _checks.WindowGeometry."""
+    cdef window_geometry out
+    out.batch, out.in_h, out.in_w, out.channels = g.batch, g.in_h, g.in_w, g.channels
+    out.window_h, out.window_w = g.window_h, g.window_w
+    out.stride_h, out.stride_w = g.stride_h, g.stride_w
+    out.out_h, out.out_w, out.pad_top, out.pad_left = g.out_h, g.out_w, g.pad_top, g.pad_left
+    return out
+
+
+cdef inline bint _reads_x_as_cols(const window_geometry *g) noexcept nogil:
+    """A 1x1 kernel with stride 1 (and so no padding): x's pixels are already cols' rows."""
+    return g.window_h == 1 and g.window_w == 1 and g.stride_h == 1 and g.stride_w == 1
+
+
+cdef inline intp_t _images_per_chunk(const window_geometry *g, size_t itemsize) noexcept nogil:
+    cdef intp_t row_bytes = g.window_h * g.window_w * g.channels * <intp_t>itemsize
+    cdef intp_t image_bytes = g.out_h * g.out_w * row_bytes
+    cdef intp_t images = CHUNK_BYTES // image_bytes
+    return max(<intp_t>1, min(images, g.batch))
+
+
+cdef inline void _window_span(intp_t start, intp_t window, intp_t size, intp_t *first,
+                              intp_t *stop) noexcept nogil:
+    """Offsets [first, stop) of a window starting at `start` that fall inside [0, size)."""
+    first[0] = max(<intp_t>0, -start)
+    stop[0] = min(window, size - start)
+    if stop[0] < first[0]:
+        stop[0] = first[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# im2col / col2im
+# ----------------------------------------------------------------------------------------------
+cdef inline void _im2col_row(const window_geometry *g, const floating *x, floating *row,
+                             intp_t n, intp_t p, intp_t q) noexcept nogil:
+    """Row of cols for output pixel (n, p, q): kh runs of kw * channels values."""
+    cdef intp_t C = g.channels, kw = g.window_w
+    cdef intp_t h0 = p * g.stride_h - g.pad_top, w0 = q * g.stride_w - g.pad_left
+    cdef intp_t i, h, j0, j1
+    cdef floating *run
+    _window_span(w0, kw, g.in_w, &j0, &j1)
+    for i in range(g.window_h):
+        run = row + i * kw * C
+        h = h0 + i
+        if h < 0 or h >= g.in_h:
+            memset(run, 0, kw * C * sizeof(floating))
+            continue
+        # The in-image part of a window row is one contiguous run of x (NHWC).
+        if j0 > 0:
+            memset(run, 0, j0 * C * sizeof(floating))
+        if j1 > j0:
+            memcpy(run + j0 * C, x + ((n * g.in_h + h) * g.in_w + w0 + j0) * C,
+                   (j1 - j0) * C * sizeof(floating))
+        if j1 < kw:
+            memset(run + j1 * C, 0, (kw - j1) * C * sizeof(floating))
+
+
+cdef void im2col(const window_geometry *g, const floating *x, floating *cols, intp_t n0,
+                 intp_t n1) noexcept nogil:
+    """cols[((n - n0) * out_h + p) * out_w + q, :] for the images n0 <= n < n1."""
+    cdef intp_t K = g.window_h * g.window_w * g.channels
+    cdef intp_t pixels = g.out_h * g.out_w
+    cdef intp_t rows = (n1 - n0) * pixels
+    cdef intp_t r, n, pq
+    cdef int nt = threads_for_elements(rows * K)
+    if nt > 1:
+        for r in prange(rows, schedule='static', num_threads=nt):
+            n = r // pixels
+            pq = r - n * pixels
+            _im2col_row(g, x, cols + r * K, n0 + n, pq // g.out_w, pq % g.out_w)
+    else:
+        for r in range(rows):
+            n = r // pixels
+            pq = r - n * pixels
+            _im2col_row(g, x, cols + r * K, n0 + n, pq // g.out_w, pq % g.out_w)
+
+
+cdef inline void _col2im_image_row(const window_geometry *g, const floating *dcols,
+                                   floating *grad_x, intp_t n, intp_t n0, intp_t h) noexcept nogil:
+    """grad_x[n, h, :, :] = sum over (i, j), in order, of the dcols entries that read it."""
+    cdef intp_t C = g.channels, kw = g.window_w
+    cdef intp_t K = g.window_h * kw * C
+    cdef intp_t w, i, j, c, ph, pw, p, q
+    cdef floating *dst
+    cdef const floating *src
+    for w in range(g.in_w):
+        dst = grad_x + ((n * g.in_h + h) * g.in_w + w) * C
+        for c in range(C):
+            dst[c] = 0
+        for i in range(g.window_h):
+            ph = h + g.pad_top - i
+            if ph < 0 or ph % g.stride_h != 0:
+                continue
+            p = ph // g.stride_h
+            if p >= g.out_h:
+                continue
+            for j in range(kw):
+                pw = w + g.pad_left - j
+                if pw < 0 or pw % g.stride_w != 0:
+                    continue
+                q = pw // g.stride_w
+                if q >= g.out_w:
+                    continue
+                src = dcols + (((n - n0) * g.out_h + p) * g.out_w + q) * K + (i * kw + j) * C
+                for c in range(C):
+                    dst[c] += src[c]
+
+
+cdef void col2im(const window_geometry *g, const floating *dcols, floating *grad_x, intp_t n0,
+                 intp_t n1) noexcept nogil:
+    """grad_x of the images n0 <= n < n1 from their dcols rows (the adjoint of im2col)."""
+    cdef intp_t rows = (n1 - n0) * g.in_h
+    cdef intp_t r
+    cdef int nt = threads_for_elements(
+        (n1 - n0) * g.out_h * g.out_w * g.window_h * g.window_w * g.channels)
+    if nt > 1:
+        for r in prange(rows, schedule='static', num_threads=nt):
+            _col2im_image_row(g, dcols, grad_x, n0 + r // g.in_h, n0, r % g.in_h)
+    else:
+        for r in range(rows):
+            _col2im_image_row(g, dcols, grad_x, n0 + r // g.in_h, n0, r % g.in_h)
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution
+# ----------------------------------------------------------------------------------------------
+cdef int conv2d_forward_raw(const window_geometry *g, const floating *x, const floating *w,
+                            const floating *b, intp_t filters, floating *z_out, floating *a,
+                            int act, floating param, int num_threads) noexcept nogil:
+    cdef intp_t K = g.window_h * g.window_w * g.channels
+    cdef intp_t pixels = g.out_h * g.out_w
+    cdef intp_t chunk, n0, n1, row0, rows
+    cdef floating *cols
+    cdef int status
+    if _reads_x_as_cols(g):
+        return gemm_raw(g.batch * pixels, filters, K, <floating>1, x, K, 1, w, filters, 1,
+                        <floating>0, a, filters, 1, b, z_out, filters, act, param, num_threads)
+    chunk = _images_per_chunk(g, sizeof(floating))
+    cols = <floating *>cnn_scratch(chunk * pixels * K * sizeof(floating))
+    if cols == NULL:
+        return -1
+    n0 = 0
+    while n0 < g.batch:
+        n1 = min(n0 + chunk, g.batch)
+        row0 = n0 * pixels
+        rows = (n1 - n0) * pixels
+        im2col(g, x, cols, n0, n1)
+        status = gemm_raw(rows, filters, K, <floating>1, cols, K, 1, w, filters, 1,
+                          <floating>0, a + row0 * filters, filters, 1, b,
+                          NULL if z_out == NULL else z_out + row0 * filters, filters, act,
+                          param, num_threads)
+        if status != 0:
+            return status
+        n0 = n1
+    return 0
+
+
+cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const floating *w,
+                             const floating *dz, intp_t filters, floating *grad_w,
+                             floating *grad_b, floating *grad_x, int num_threads) noexcept nogil:
+    cdef intp_t K = g.window_h * g.window_w * g.channels
+    cdef intp_t pixels = g.out_h * g.out_w
+    cdef intp_t chunk, n0, n1, row0, rows
+    cdef floating *cols
+    cdef const floating *dz_c
+    cdef int status
+    column_sums(dz, grad_b, g.batch * pixels, filters, threads_for_elements(
+        g.batch * pixels * filters))
+    if _reads_x_as_cols(g):
+        # grad_w = x^T dz and grad_x = dz w^T, both read through swapped strides.
+        status = gemm_raw(K, filters, g.batch * pixels, <floating>1, x, 1, K, dz, filters, 1,
+                          <floating>0, grad_w, filters, 1, NULL, NULL, 0, 0, <floating>0,
+                          num_threads)
+        if status == 0 and grad_x != NULL:
+            status = gemm_raw(g.batch * pixels, K, filters, <floating>1, dz, filters, 1, w, 1,
+                              filters, <floating>0, grad_x, K, 1, NULL, NULL, 0, 0,
+                              <floating>0, num_threads)
+        return status
+    chunk = _images_per_chunk(g, sizeof(floating))
+    cols = <floating *>cnn_scratch(chunk * pixels * K * sizeof(floating))
+    if cols == NULL:
+        return -1
+    n0 = 0
+    while n0 < g.batch:
+        n1 = min(n0 + chunk, g.batch)
+        row0 = n0 * pixels
+        rows = (n1 - n0) * pixels
+        dz_c = dz + row0 * filters
+        im2col(g, x, cols, n0, n1)
+        # grad_w (K x filters) += cols^T dz: the first chunk sets it, the next ones add, in order.
+        status = gemm_raw(K, filters, rows, <floating>1, cols, 1, K, dz_c, filters, 1,
+                          <floating>(0 if n0 == 0 else 1), grad_w, filters, 1, NULL, NULL, 0,
+                          0, <floating>0, num_threads)
+        if status != 0:
+            return status
+        if grad_x != NULL:
+            # dcols (rows x K) = dz w^T, into the columns' own buffer, then gathered back.
+            status = gemm_raw(rows, K, filters, <floating>1, dz_c, filters, 1, w, 1, filters,
+                              <floating>0, cols, K, 1, NULL, NULL, 0, 0, <floating>0,
+                              num_threads)
+            if status != 0:
+                return status
+            col2im(g, cols, grad_x, n0, n1)
+        n0 = n1
+    return 0
+
+
+cdef inline void *_data(object arr):
+    return NULL if arr is None else cnp.PyArray_DATA(arr)
+
+
+def conv2d_forward(x, w, b, *, strides=(1, 1), padding="valid", activation="identity",
+                   param=None, out=None, z_out=None):
+    """a = f(conv2d(x, w) + b).
+
+    x: (batch, height, width, in_channels), w: (kernel_h, kernel_w, in_channels, filters),
+    both C-contiguous; b: (filters,) or None; one float dtype. strides: int or pair; padding:
+    'valid' or 'same' (Keras' rules). out, z_out: (batch, out_h, out_w, filters); z_out,
+    when given, receives z. Returns out.
+    """
+    geometry = _checks.check_conv2d_inputs(x, w, b, strides, padding)
+    name, act, param = _checks.resolve_activation(activation, param)
+    filters = w.shape[3]
+    shape = (geometry.batch, geometry.out_h, geometry.out_w, filters)
+    out = _checks.check_out(out, "out", shape, x.dtype)
+    if z_out is not None:
+        _checks.check_out(z_out, "z_out", shape, x.dtype)
+        if np.may_share_memory(z_out, out):
+            raise ValueError("z_out must not share memory with out")
+    for arr, arr_name in ((x, "x"), (w, "w")):
+        if np.may_share_memory(out, arr) or (z_out is not None and np.may_share_memory(z_out, arr)):
+            raise ValueError(f"out/z_out must not share memory with {arr_name}")
+    row_wise = name in _checks.ROW_WISE_ACTIVATIONS
+    cdef window_geometry g = _geometry(geometry)
+    cdef intp_t F = filters
+    cdef int act_id = 0 if row_wise else act
+    cdef int nthreads = get_num_threads_c()
+    cdef int status
+    cdef void *x_ptr = _data(x)
+    cdef void *w_ptr = _data(w)
+    cdef void *b_ptr = _data(b)
+    cdef void *z_ptr = _data(z_out)
+    cdef void *o_ptr = _data(out)
+    cdef float p32 = param
+    cdef double p64 = param
+    if x.dtype == np.float32:
+        with nogil:
+            status = conv2d_forward_raw[float](&g, <float *>x_ptr, <float *>w_ptr,
+                                               <float *>b_ptr, F, <float *>z_ptr,
+                                               <float *>o_ptr, act_id, p32, nthreads)
+    else:
+        with nogil:
+            status = conv2d_forward_raw[double](&g, <double *>x_ptr, <double *>w_ptr,
+                                                <double *>b_ptr, F, <double *>z_ptr,
+                                                <double *>o_ptr, act_id, p64, nthreads)
+    if status != 0:
+        raise MemoryError("conv2d_forward: could not allocate the im2col/GEMM workspace")
+    if row_wise:
+        # softmax needs whole rows (all filters of a pixel): one pass after the GEMM.
+        from cnn_core._activations import activation_forward
+        activation_forward(out, name, out=out)
+    return out
+
+
+def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
+                    activation="identity", param=None, grad_w=None, grad_b=None, grad_x=None,
+                    need_grad_x=True, dz_out=None):
+    """Gradients of conv2d_forward from grad_out = dL/da.
+
+    x, w, strides, padding as for the forward; z, a, grad_out: (batch, out_h, out_w, filters)
+    C-contiguous. dz = grad_out * f'(z); grad_w = cols^T dz (w's shape); grad_b = sum of dz
+    over pixels (filters,); grad_x = col2im(dz w^T) (x's shape), None when need_grad_x is
+    False. dz_out: optional buffer that receives dz (allocated when None and the activation is
+    not the identity). Returns (grad_w, grad_b, grad_x).
+    """
+    geometry = _checks.check_conv2d_inputs(x, w, None, strides, padding)
+    filters = w.shape[3]
+    shape = (geometry.batch, geometry.out_h, geometry.out_w, filters)
+    for arr, arr_name in ((z, "z"), (a, "a"), (grad_out, "grad_out")):
+        _checks.check_array(arr, arr_name, ndim=4, dtype=x.dtype)
+        _checks.check_contiguous(arr, arr_name)
+        if arr.shape != shape:
+            raise ValueError(f"{arr_name} has shape {arr.shape}, expected {shape}")
+    name, act, param = _checks.resolve_activation(activation, param)
+    grad_w = _checks.check_out(grad_w, "grad_w", w.shape, x.dtype)
+    grad_b = _checks.check_out(grad_b, "grad_b", (filters,), x.dtype)
+    grad_x = _checks.check_out(grad_x, "grad_x", x.shape, x.dtype) if need_grad_x else None
+    if name == "identity" and dz_out is None:
+        dz = grad_out
+    else:
+        dz = _checks.check_out(dz_out, "dz_out", shape, x.dtype)
+        from cnn_core._activations import activation_backward
+        activation_backward(grad_out, z, a, name, param=param, out=dz)
+    cdef window_geometry g = _geometry(geometry)
+    cdef intp_t F = filters
+    cdef int nthreads = get_num_threads_c()
+    cdef int status
+    cdef void *x_ptr = _data(x)
+    cdef void *w_ptr = _data(w)
+    cdef void *dz_ptr = _data(dz)
+    cdef void *gw_ptr = _data(grad_w)
+    cdef void *gb_ptr = _data(grad_b)
+    cdef void *gx_ptr = _data(grad_x)
+    if x.dtype == np.float32:
+        with nogil:
+            status = conv2d_backward_raw[float](&g, <float *>x_ptr, <float *>w_ptr,
+                                                <float *>dz_ptr, F, <float *>gw_ptr,
+                                                <float *>gb_ptr, <float *>gx_ptr, nthreads)
+    else:
+        with nogil:
+            status = conv2d_backward_raw[double](&g, <double *>x_ptr, <double *>w_ptr,
+                                                 <double *>dz_ptr, F, <double *>gw_ptr,
+                                                 <double *>gb_ptr, <double *>gx_ptr, nthreads)
+    if status != 0:
+        raise MemoryError("conv2d_backward: could not allocate the im2col/GEMM workspace")
+    return grad_w, grad_b, grad_x
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------------
+cdef inline void _max_pool_pixel(const window_geometry *g, const floating *x, floating *out,
+                                 int32_t *argmax, intp_t n, intp_t p, intp_t q) noexcept nogil:
+    """out[c] = max of window (p, q) of image n; argmax[c] (when not NULL) = the in-image
+    pixel index h * in_w + w of its first maximum (first NaN: a NaN is the maximum)."""
+    cdef intp_t C = g.channels
+    cdef intp_t h0 = p * g.stride_h - g.pad_top, w0 = q * g.stride_w - g.pad_left
+    cdef intp_t i0, i1, j0, j1, i, j, c, pixel
+    cdef const floating *src
+    cdef floating v
+    cdef bint first = True
+    _window_span(h0, g.window_h, g.in_h, &i0, &i1)
+    _window_span(w0, g.window_w, g.in_w, &j0, &j1)
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            pixel = (h0 + i) * g.in_w + w0 + j
+            src = x + (n * g.in_h * g.in_w + pixel) * C
+            if first:
+                first = False
+                for c in range(C):
+                    out[c] = src[c]
+                if argmax != NULL:
+                    for c in range(C):
+                        argmax[c] = <int32_t>pixel
+                continue
+            if argmax == NULL:
+                for c in range(C):
+                    v = src[c]
+                    if v > out[c] or v != v:
+                        out[c] = v
+            else:
+                for c in range(C):
+                    v = src[c]
+                    if v > out[c] or (v != v and out[c] == out[c]):
+                        out[c] = v
+                        argmax[c] = <int32_t>pixel
+
+
+cdef void max_pool_rows(const window_geometry *g, const floating *x, floating *out,
+                        int32_t *argmax) noexcept nogil:
+    cdef intp_t rows = g.batch * g.out_h
+    cdef intp_t r, q, at
+    cdef int nt = threads_for_elements(rows * g.out_w * g.channels * g.window_h * g.window_w)
+    if nt > 1:
+        for r in prange(rows, schedule='static', num_threads=nt):
+            for q in range(g.out_w):
+                at = (r * g.out_w + q) * g.channels
+                _max_pool_pixel(g, x, out + at, NULL if argmax == NULL else argmax + at,
+                                r // g.out_h, r % g.out_h, q)
+    else:
+        for r in range(rows):
+            for q in range(g.out_w):
+                at = (r * g.out_w + q) * g.channels
+                _max_pool_pixel(g, x, out + at, NULL if argmax == NULL else argmax + at,
+                                r // g.out_h, r % g.out_h, q)
+
+
+cdef inline intp_t _real_extent(intp_t start, intp_t window, intp_t size) noexcept nogil:
+    cdef intp_t first, stop
+    _window_span(start, window, size, &first, &stop)
+    return stop - first
+
+
+cdef inline void _avg_pool_pixel(const window_geometry *g, const floating *x, floating *out,
+                                 intp_t n, intp_t p, intp_t q) noexcept nogil:
+    cdef intp_t C = g.channels
+    cdef intp_t h0 = p * g.stride_h - g.pad_top, w0 = q * g.stride_w - g.pad_left
+    cdef intp_t i0, i1, j0, j1, i, j, c
+    cdef const floating *src
+    cdef floating count
+    _window_span(h0, g.window_h, g.in_h, &i0, &i1)
+    _window_span(w0, g.window_w, g.in_w, &j0, &j1)
+    count = <floating>((i1 - i0) * (j1 - j0))
+    for c in range(C):
+        out[c] = 0
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            src = x + ((n * g.in_h + h0 + i) * g.in_w + w0 + j) * C
+            for c in range(C):
+                out[c] += src[c]
+    for c in range(C):
+        out[c] = out[c] / count
+
+
+cdef void avg_pool_rows(const window_geometry *g, const floating *x, floating *out) noexcept nogil:
+    cdef intp_t rows = g.batch * g.out_h
+    cdef intp_t r, q
+    cdef int nt = threads_for_elements(rows * g.out_w * g.channels * g.window_h * g.window_w)
+    if nt > 1:
+        for r in prange(rows, schedule='static', num_threads=nt):
+            for q in range(g.out_w):
+                _avg_pool_pixel(g, x, out + (r * g.out_w + q) * g.channels, r // g.out_h,
+                                r % g.out_h, q)
+    else:
+        for r in range(rows):
+            for q in range(g.out_w):
+                _avg_pool_pixel(g, x, out + (r * g.out_w + q) * g.channels, r // g.out_h,
+                                r % g.out_h, q)
+
+
+cdef inline void _pool_grad_image_row(const window_geometry *g, const floating *grad_out,
+                                      const int32_t *argmax, floating *grad_x, intp_t n,
+                                      intp_t h) noexcept nogil:
+    """grad_x[n, h, :, :]: the sum, over the windows that cover each pixel in (i, j) order, of
+    the window's gradient where argmax picks that pixel (max pool), or of its gradient divided
+    by its pixel count (average pool: argmax NULL)."""
+    cdef intp_t C = g.channels
+    cdef intp_t w, i, j, c, ph, pw, p, q, at, pixel
+    cdef floating count
+    cdef floating *dst
+    for w in range(g.in_w):
+        pixel = h * g.in_w + w
+        dst = grad_x + (n * g.in_h * g.in_w + pixel) * C
+        for c in range(C):
+            dst[c] = 0
+        for i in range(g.window_h):
+            ph = h + g.pad_top - i
+            if ph < 0 or ph % g.stride_h != 0:
+                continue
+            p = ph // g.stride_h
+            if p >= g.out_h:
+                continue
+            for j in range(g.window_w):
+                pw = w + g.pad_left - j
+                if pw < 0 or pw % g.stride_w != 0:
+                    continue
+                q = pw // g.stride_w
+                if q >= g.out_w:
+                    continue
+                at = ((n * g.out_h + p) * g.out_w + q) * C
+                if argmax != NULL:
+                    for c in range(C):
+                        if argmax[at + c] == pixel:
+                            dst[c] += grad_out[at + c]
+                else:
+                    count = <floating>(
+                        _real_extent(p * g.stride_h - g.pad_top, g.window_h, g.in_h)
+                        * _real_extent(q * g.stride_w - g.pad_left, g.window_w, g.in_w))
+                    for c in range(C):
+                        dst[c] += grad_out[at + c] / count
+
+
+cdef void pool_grad_rows(const window_geometry *g, const floating *grad_out,
+                         const int32_t *argmax, floating *grad_x) noexcept nogil:
+    cdef intp_t rows = g.batch * g.in_h
+    cdef intp_t r
+    cdef int nt = threads_for_elements(g.batch * g.out_h * g.out_w * g.channels
+                                       * g.window_h * g.window_w)
+    if nt > 1:
+        for r in prange(rows, schedule='static', num_threads=nt):
+            _pool_grad_image_row(g, grad_out, argmax, grad_x, r // g.in_h, r % g.in_h)
+    else:
+        for r in range(rows):
+            _pool_grad_image_row(g, grad_out, argmax, grad_x, r // g.in_h, r % g.in_h)
+
+
+def _pool_geometry(x, pool_size, strides, padding):
+    geometry = _checks.check_pool2d_inputs(x, pool_size, strides, padding)
+    if geometry.in_h * geometry.in_w > 2**31 - 1:
+        raise ValueError(f"x's images have {geometry.in_h * geometry.in_w} pixels; pooling "
+                         "supports at most 2**31 - 1 per image")
+    return geometry
+
+
+def _pool_grad_buffers(x, grad_out, geometry, grad_x):
+    shape = (geometry.batch, geometry.out_h, geometry.out_w, geometry.channels)
+    _checks.check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype)
+    _checks.check_contiguous(grad_out, "grad_out")
+    if grad_out.shape != shape:
+        raise ValueError(f"grad_out has shape {grad_out.shape}, expected {shape}")
+    return _checks.check_out(grad_x, "grad_x", x.shape, x.dtype)
+
+
+def max_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid", out=None):
+    """The max of each window. x: (batch, height, width, channels) C-contiguous; strides None
+    means pool_size. out: (batch, out_h, out_w, channels). A NaN in a window is its max."""
+    geometry = _pool_geometry(x, pool_size, strides, padding)
+    out = _checks.check_out(out, "out", (geometry.batch, geometry.out_h, geometry.out_w,
+                                         geometry.channels), x.dtype)
+    cdef window_geometry g = _geometry(geometry)
+    cdef void *x_ptr = _data(x)
+    cdef void *o_ptr = _data(out)
+    if x.dtype == np.float32:
+        with nogil:
+            max_pool_rows[float](&g, <float *>x_ptr, <float *>o_ptr, NULL)
+    else:
+        with nogil:
+            max_pool_rows[double](&g, <double *>x_ptr, <double *>o_ptr, NULL)
+    return out
+
+
+def max_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding="valid",
+                        grad_x=None):
+    """dL/dx: each window's gradient goes to the first position, in row-major window order,
+    that holds the window's max (or the first NaN). Returns grad_x, x's shape."""
+    geometry = _pool_geometry(x, pool_size, strides, padding)
+    grad_x = _pool_grad_buffers(x, grad_out, geometry, grad_x)
+    cdef window_geometry g = _geometry(geometry)
+    cdef intp_t outputs = g.batch * g.out_h * g.out_w * g.channels
+    cdef size_t item = x.itemsize
+    cdef void *x_ptr = _data(x)
+    cdef void *g_ptr = _data(grad_out)
+    cdef void *gx_ptr = _data(grad_x)
+    cdef char *scratch
+    with nogil:
+        # The window maxima (thrown away) and, after them, their argmaxes.
+        scratch = <char *>cnn_scratch(outputs * (item + sizeof(int32_t)))
+        if scratch != NULL:
+            if item == sizeof(float):
+                max_pool_rows[float](&g, <float *>x_ptr, <float *>scratch,
+                                     <int32_t *>(scratch + outputs * item))
+                pool_grad_rows[float](&g, <float *>g_ptr, <int32_t *>(scratch + outputs * item),
+                                      <float *>gx_ptr)
+            else:
+                max_pool_rows[double](&g, <double *>x_ptr, <double *>scratch,
+                                      <int32_t *>(scratch + outputs * item))
+                pool_grad_rows[double](&g, <double *>g_ptr,
+                                       <int32_t *>(scratch + outputs * item), <double *>gx_ptr)
+    if scratch == NULL:
+        raise MemoryError("max_pool2d_backward: could not allocate the argmax workspace")
+    return grad_x
+
+
+def avg_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid", out=None):
+    """The mean of each window over its real pixels (padding is not counted).
+    x: (batch, height, width, channels) C-contiguous. out: (batch, out_h, out_w, channels)."""
+    geometry = _pool_geometry(x, pool_size, strides, padding)
+    out = _checks.check_out(out, "out", (geometry.batch, geometry.out_h, geometry.out_w,
+                                         geometry.channels), x.dtype)
+    cdef window_geometry g = _geometry(geometry)
+    cdef void *x_ptr = _data(x)
+    cdef void *o_ptr = _data(out)
+    if x.dtype == np.float32:
+        with nogil:
+            avg_pool_rows[float](&g, <float *>x_ptr, <float *>o_ptr)
+    else:
+        with nogil:
+            avg_pool_rows[double](&g, <double *>x_ptr, <double *>o_ptr)
+    return out
+
+
+def avg_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding="valid",
+                        grad_x=None):
+    """dL/dx: each window's gradient divided by its pixel count and added to each of its
+    pixels. x gives the shape and dtype (its values are not read). Returns grad_x."""
+    geometry = _pool_geometry(x, pool_size, strides, padding)
+    grad_x = _pool_grad_buffers(x, grad_out, geometry, grad_x)
+    cdef window_geometry g = _geometry(geometry)
+    cdef void *g_ptr = _data(grad_out)
+    cdef void *gx_ptr = _data(grad_x)
+    if x.dtype == np.float32:
+        with nogil:
+            pool_grad_rows[float](&g, <float *>g_ptr, NULL, <float *>gx_ptr)
+    else:
+        with nogil:
+            pool_grad_rows[double](&g, <double *>g_ptr, NULL, <double *>gx_ptr)
+    return grad_x

@@ -124,30 +124,29 @@ cdef inline void _col2im_image_row(const window_geometry *g, const floating *dco
     """grad_x[n, h, :, :] = sum over (i, j), in order, of the dcols entries that read it."""
     cdef intp_t C = g.channels, kw = g.window_w
     cdef intp_t K = g.window_h * kw * C
-    cdef intp_t w, i, j, c, ph, pw, p, q
+    cdef intp_t w, i, j, c, p, q
     cdef floating *dst
     cdef const floating *src
     for w in range(g.in_w):
         dst = grad_x + ((n * g.in_h + h) * g.in_w + w) * C
         for c in range(C):
             dst[c] = 0
-        for i in range(g.window_h):
-            ph = h + g.pad_top - i
-            if ph < 0 or ph % g.stride_h != 0:
-                continue
-            p = ph // g.stride_h
-            if p >= g.out_h:
-                continue
-            for j in range(kw):
-                pw = w + g.pad_left - j
-                if pw < 0 or pw % g.stride_w != 0:
-                    continue
-                q = pw // g.stride_w
-                if q >= g.out_w:
-                    continue
-                src = dcols + (((n - n0) * g.out_h + p) * g.out_w + q) * K + (i * kw + j) * C
-                for c in range(C):
-                    dst[c] += src[c]
+        # Tap i reads this row for output row p = (h + pad_top - i) / stride when that
+        # divides: the taps that do are one residue class, walked in order.
+        i = (h + g.pad_top) % g.stride_h
+        while i < g.window_h and i <= h + g.pad_top:  # p >= 0
+            p = (h + g.pad_top - i) // g.stride_h
+            if p < g.out_h:
+                j = (w + g.pad_left) % g.stride_w
+                while j < kw and j <= w + g.pad_left:
+                    q = (w + g.pad_left - j) // g.stride_w
+                    if q < g.out_w:
+                        src = (dcols + (((n - n0) * g.out_h + p) * g.out_w + q) * K
+                               + (i * kw + j) * C)
+                        for c in range(C):
+                            dst[c] += src[c]
+                    j += g.stride_w
+            i += g.stride_h
 
 
 cdef void col2im(const window_geometry *g, const floating *dcols, floating *grad_x, intp_t n0,
@@ -231,9 +230,11 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
         rows = (n1 - n0) * pixels
         dz_c = dz + row0 * filters
         im2col(g, x, cols, n0, n1)
-        # grad_w (K x filters) += cols^T dz: the first chunk sets it, the next ones add, in order.
-        status = gemm_raw(K, filters, rows, <floating>1, cols, 1, K, dz_c, filters, 1,
-                          <floating>(0 if n0 == 0 else 1), grad_w, filters, 1, NULL, NULL, 0,
+        # grad_w (K x filters) += cols^T dz: the first chunk sets it, the next ones add, in
+        # order. Computed as its transpose dz^T cols, written through swapped strides, so the
+        # big operand (cols) is packed row by row and only the narrow dz is read transposed.
+        status = gemm_raw(filters, K, rows, <floating>1, dz_c, 1, filters, cols, K, 1,
+                          <floating>(0 if n0 == 0 else 1), grad_w, 1, filters, NULL, NULL, 0,
                           0, <floating>0, num_threads)
         if status != 0:
             return status
@@ -372,7 +373,7 @@ cdef inline void _max_pool_pixel(const window_geometry *g, const floating *x, fl
     cdef intp_t i0, i1, j0, j1, i, j, c, pixel
     cdef const floating *src
     cdef floating v
-    cdef bint first = True
+    cdef bint first = True, take
     _window_span(h0, g.window_h, g.in_h, &i0, &i1)
     _window_span(w0, g.window_w, g.in_w, &j0, &j1)
     for i in range(i0, i1):
@@ -387,17 +388,18 @@ cdef inline void _max_pool_pixel(const window_geometry *g, const floating *x, fl
                     for c in range(C):
                         argmax[c] = <int32_t>pixel
                 continue
+            # Branch-free selects: a data-dependent branch per element mispredicts.
             if argmax == NULL:
                 for c in range(C):
                     v = src[c]
-                    if v > out[c] or v != v:
-                        out[c] = v
+                    take = (v > out[c]) | (v != v)
+                    out[c] = v if take else out[c]
             else:
                 for c in range(C):
                     v = src[c]
-                    if v > out[c] or (v != v and out[c] == out[c]):
-                        out[c] = v
-                        argmax[c] = <int32_t>pixel
+                    take = (v > out[c]) | ((v != v) & (out[c] == out[c]))
+                    out[c] = v if take else out[c]
+                    argmax[c] = <int32_t>pixel if take else argmax[c]
 
 
 cdef void max_pool_rows(const window_geometry *g, const floating *x, floating *out,
@@ -469,7 +471,7 @@ cdef inline void _pool_grad_image_row(const window_geometry *g, const floating *
     the window's gradient where argmax picks that pixel (max pool), or of its gradient divided
     by its pixel count (average pool: argmax NULL)."""
     cdef intp_t C = g.channels
-    cdef intp_t w, i, j, c, ph, pw, p, q, at, pixel
+    cdef intp_t w, i, j, c, p, q, at, pixel
     cdef floating count
     cdef floating *dst
     for w in range(g.in_w):
@@ -477,31 +479,26 @@ cdef inline void _pool_grad_image_row(const window_geometry *g, const floating *
         dst = grad_x + (n * g.in_h * g.in_w + pixel) * C
         for c in range(C):
             dst[c] = 0
-        for i in range(g.window_h):
-            ph = h + g.pad_top - i
-            if ph < 0 or ph % g.stride_h != 0:
-                continue
-            p = ph // g.stride_h
-            if p >= g.out_h:
-                continue
-            for j in range(g.window_w):
-                pw = w + g.pad_left - j
-                if pw < 0 or pw % g.stride_w != 0:
-                    continue
-                q = pw // g.stride_w
-                if q >= g.out_w:
-                    continue
-                at = ((n * g.out_h + p) * g.out_w + q) * C
-                if argmax != NULL:
-                    for c in range(C):
-                        if argmax[at + c] == pixel:
-                            dst[c] += grad_out[at + c]
-                else:
-                    count = <floating>(
-                        _real_extent(p * g.stride_h - g.pad_top, g.window_h, g.in_h)
-                        * _real_extent(q * g.stride_w - g.pad_left, g.window_w, g.in_w))
-                    for c in range(C):
-                        dst[c] += grad_out[at + c] / count
+        i = (h + g.pad_top) % g.stride_h  # the taps that reach this pixel, as in col2im
+        while i < g.window_h and i <= h + g.pad_top:  # p >= 0
+            p = (h + g.pad_top - i) // g.stride_h
+            if p < g.out_h:
+                j = (w + g.pad_left) % g.stride_w
+                while j < g.window_w and j <= w + g.pad_left:
+                    q = (w + g.pad_left - j) // g.stride_w
+                    if q < g.out_w:
+                        at = ((n * g.out_h + p) * g.out_w + q) * C
+                        if argmax != NULL:
+                            for c in range(C):
+                                dst[c] += grad_out[at + c] if argmax[at + c] == pixel else 0
+                        else:
+                            count = <floating>(
+                                _real_extent(p * g.stride_h - g.pad_top, g.window_h, g.in_h)
+                                * _real_extent(q * g.stride_w - g.pad_left, g.window_w, g.in_w))
+                            for c in range(C):
+                                dst[c] += grad_out[at + c] / count
+                    j += g.stride_w
+            i += g.stride_h
 
 
 cdef void pool_grad_rows(const window_geometry *g, const floating *grad_out,

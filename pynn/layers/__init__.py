@@ -9,9 +9,18 @@ from pynn.layers.relu import ReLU
 from pynn.layers.leaky_relu import LeakyReLU
 from pynn.layers.softmax import Softmax
 from pynn.layers.reshape import Reshape
+from pynn.layers.conv2d import Conv2D
+from pynn.layers.max_pooling2d import MaxPooling2D, MaxPool2D
+from pynn.layers.average_pooling2d import AveragePooling2D, AvgPool2D
+from pynn.layers.global_average_pooling2d import GlobalAveragePooling2D, GlobalAvgPool2D
+from pynn.layers.global_max_pooling2d import GlobalMaxPooling2D, GlobalMaxPool2D
 
 _LAYER_CLASSES = {cls.__name__: cls for cls in (
-    InputLayer, Dense, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax, Reshape)}
+    InputLayer, Dense, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax, Reshape, Conv2D,
+    MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D)}
+# Keras' short aliases name the same classes (configs store the long names).
+_LAYER_CLASSES.update({"MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D,
+                       "GlobalAvgPool2D": GlobalAvgPool2D, "GlobalMaxPool2D": GlobalMaxPool2D})
 
 
 def serialize(layer):
@@ -31,4 +40,7 @@ def deserialize(config, custom_objects=None):
 
 
 __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Flatten", "Dropout",
-           "Activation", "ReLU", "LeakyReLU", "Softmax", "Reshape", "serialize", "deserialize"]
+           "Activation", "ReLU", "LeakyReLU", "Softmax", "Reshape", "Conv2D", "MaxPooling2D",
+           "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
+           "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "serialize",
+           "deserialize"]

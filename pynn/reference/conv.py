@@ -84,6 +84,9 @@ def conv2d_forward(x, w, b, *, strides=(1, 1), padding="valid", activation="iden
         _checks.check_out(z_out, "z_out", shape, x.dtype)
         if np.may_share_memory(z_out, out):
             raise ValueError("z_out must not share memory with out")
+    for arr, arr_name in ((x, "x"), (w, "w")):
+        if np.may_share_memory(out, arr) or (z_out is not None and np.may_share_memory(z_out, arr)):
+            raise ValueError(f"out/z_out must not share memory with {arr_name}")
 
     z = im2col(x, g) @ w.reshape(-1, filters)
     if b is not None:

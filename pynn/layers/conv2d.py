@@ -1,0 +1,228 @@
+"""``Conv2D``: ``a = activation(conv2d(x, kernel) + bias)`` over NHWC images (Keras 3).
+
+x: (batch, height, width, in_channels), kernel: (kernel_h, kernel_w, in_channels, filters)
+(Keras' layout, so Keras weights load as they are), bias: (filters,). Forward and backward
+are one backend call each (``conv2d_forward`` / ``conv2d_backward``: im2col GEMM with bias and
+activation fused). Output size and 'same' padding follow Keras/TensorFlow
+(``cnn_core._checks.window_extent``).
+
+The argument helpers at the end (pairs, padding, data_format, 4-D inputs) are shared with the
+pooling layers.
+"""
+import numpy as np
+
+from cnn_core import _checks
+from pynn import activations as _activations
+from pynn import initializers as _initializers
+from pynn import regularizers as _regularizers
+from pynn.backend import get_backend
+from pynn.layers.base import Layer
+
+
+class Conv2D(Layer):
+    """2-D convolution, channels_last. ``filters`` output channels, ``kernel_size`` and
+    ``strides`` an int or a pair, ``padding`` 'valid' or 'same'."""
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
+                 dilation_rate=(1, 1), groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) \
+                or filters <= 0:
+            raise ValueError(f"Conv2D filters must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = standardize_pair(kernel_size, "kernel_size", "Conv2D")
+        self.strides = standardize_pair(strides, "strides", "Conv2D")
+        self.padding = standardize_padding(padding, "Conv2D")
+        self.data_format = standardize_data_format(data_format, "Conv2D")
+        if standardize_pair(dilation_rate, "dilation_rate", "Conv2D") != (1, 1):
+            raise NotImplementedError(
+                f"Conv2D dilation_rate={dilation_rate!r} is not supported (only (1, 1))")
+        if isinstance(groups, bool) or groups != 1:
+            raise NotImplementedError(f"Conv2D groups={groups!r} is not supported (only 1)")
+        if activity_regularizer is not None or kernel_constraint is not None \
+                or bias_constraint is not None:
+            raise NotImplementedError(
+                "Conv2D: activity_regularizer and weight constraints are not supported")
+        self.dilation_rate = (1, 1)
+        self.groups = 1
+        self.activation, self._param = _activations.resolve(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer)
+        self.bias_initializer = _initializers.get(bias_initializer)
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
+        self.kernel = None
+        self.bias = None
+        self._x = self._z = self._a = None
+
+    def build(self, input_shape):
+        check_image_shape(input_shape, self)
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"Conv2D '{self.name}' needs a known channel axis, got input "
+                             f"shape {(None,) + tuple(input_shape)}")
+        self.compute_output_shape(input_shape)  # rejects images smaller than the kernel
+        self.kernel = self.add_weight(shape=self.kernel_size + (channels, self.filters),
+                                      initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer, name="kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer,
+                                        regularizer=self.bias_regularizer, name="bias")
+        self._grad_w = np.empty(self.kernel.shape, dtype=self.dtype)
+        self._grad_b = np.empty((self.filters,), dtype=self.dtype)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        """(height, width, channels) -> (out_h, out_w, filters); None stays None."""
+        return window_output_shape(input_shape, self.kernel_size, self.strides, self.padding,
+                                   self, "kernel") + (self.filters,)
+
+    @property
+    def output_activation(self):
+        return self.activation
+
+    @property
+    def preactivation(self):
+        return self._z
+
+    def forward(self, x, training=False):
+        """x: (batch, height, width, in_channels) -> (batch, out_h, out_w, filters); the
+        returned buffer is reused by the next call with the same batch shape."""
+        check_image_input(x, self)
+        x = self._as_compute(x)
+        if not self.built:
+            self._ensure_built(x.shape[1:])
+        if x.shape[3] != self.kernel.shape[2]:
+            raise ValueError(f"Conv2D '{self.name}' was built for {self.kernel.shape[2]} input "
+                             f"channels, got input of shape {x.shape}")
+        out_h, out_w, _ = self.compute_output_shape(x.shape[1:])
+        shape = (x.shape[0], out_h, out_w, self.filters)
+        out = self._buffer("a", shape)
+        z = None if self.activation == "linear" else self._buffer("z", shape)
+        get_backend().conv2d_forward(
+            x, self.kernel.value, self.bias.value if self.use_bias else None,
+            strides=self.strides, padding=self.padding, activation=self.activation,
+            param=self._param, out=out, z_out=z)
+        self._x, self._a = x, out
+        self._z = out if z is None else z
+        return out
+
+    def backward(self, grad_y, wrt_preactivation=False, need_grad_x=True):
+        """dL/dx from dL/da (or dL/dz when ``wrt_preactivation``); fills grads [kernel, bias]."""
+        if self._x is None:
+            raise RuntimeError(f"Conv2D '{self.name}': backward called before forward")
+        grad = self._as_compute(grad_y.reshape(self._a.shape))
+        activation = "linear" if wrt_preactivation else self.activation
+        if activation == "linear":
+            a, dz = self._z, None  # identity: z and a are one array; dz is grad itself
+        else:
+            a, dz = self._a, self._buffer("dz", self._a.shape)
+        grad_x = self._buffer("grad_x", self._x.shape) if need_grad_x else None
+        _, _, grad_x = get_backend().conv2d_backward(
+            self._x, self.kernel.value, self._z, a, grad, strides=self.strides,
+            padding=self.padding, activation=activation, param=self._param,
+            grad_w=self._grad_w, grad_b=self._grad_b, grad_x=grad_x, need_grad_x=need_grad_x,
+            dz_out=dz)
+        self.grads = self._trainable_grads()
+        self._add_regularizer_grads()
+        return grad_x if need_grad_x else None
+
+    def _trainable_grads(self):
+        if not self.trainable:
+            return []
+        grads = [self._grad_w] if self.kernel.trainable else []
+        if self.use_bias and self.bias.trainable:
+            grads.append(self._grad_b)
+        return grads
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": self.dilation_rate,
+            "groups": self.groups,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": _initializers.serialize(self.kernel_initializer),
+            "bias_initializer": _initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "bias_constraint": None,
+        })
+        return config
+
+
+# --- argument helpers shared with the pooling layers ------------------------------------------
+def standardize_pair(value, name, owner):
+    """``(h, w)`` from an int or a pair of positive ints (Keras' standardize_tuple); a
+    ValueError naming ``owner`` (the layer class) otherwise."""
+    try:
+        return _checks.check_pair(value, name)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner} {name} must be a positive integer or a pair of positive "
+                         f"integers, got {value!r}") from None
+
+
+def standardize_padding(padding, owner):
+    """'valid' or 'same' (any case, as Keras accepts)."""
+    try:
+        return _checks.check_padding(padding)
+    except ValueError:
+        raise ValueError(f"{owner} padding must be 'valid' or 'same', got {padding!r}") from None
+
+
+def standardize_data_format(data_format, owner):
+    """'channels_last' for None or 'channels_last'; channels_first is not implemented."""
+    if data_format is None or data_format == "channels_last":
+        return "channels_last"
+    if data_format == "channels_first":
+        raise NotImplementedError(
+            f"{owner}: data_format='channels_first' is not supported; pynn works on "
+            "channels_last (batch, height, width, channels) images: transpose the data, e.g. "
+            "x.transpose(0, 2, 3, 1)")
+    raise ValueError(f"{owner} data_format must be 'channels_last' or 'channels_first', "
+                     f"got {data_format!r}")
+
+
+def check_image_shape(input_shape, layer):
+    """``input_shape`` (batch axis excluded) must be (height, width, channels)."""
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}' expects 4-D input (batch, height, width, "
+            f"channels), got input shape {(None,) + tuple(input_shape)}")
+
+
+def check_image_input(x, layer):
+    """A batch ``x`` must be 4-D (batch, height, width, channels)."""
+    if np.ndim(x) != 4:
+        raise ValueError(
+            f"{type(layer).__name__} '{layer.name}' expects 4-D input (batch, height, width, "
+            f"channels), got an array of shape {np.shape(x)}")
+
+
+def window_output_shape(input_shape, window, strides, padding, layer, what):
+    """(out_h, out_w) of a window sliding over (height, width, ...) by Keras' rules; an unknown
+    (None) size stays None, and an image smaller than a 'valid' window raises ValueError."""
+    check_image_shape(input_shape, layer)
+    out = []
+    for size, extent, stride in zip(input_shape[:2], window, strides):
+        if size is None:
+            out.append(None)
+            continue
+        count, _ = _checks.window_extent(size, extent, stride, padding)
+        if count < 1:
+            raise ValueError(
+                f"{type(layer).__name__} '{layer.name}': the {window[0]}x{window[1]} {what} "
+                f"does not fit input of shape {(None,) + tuple(input_shape)} with "
+                f"padding='{padding}'")
+        out.append(count)
+    return tuple(out)

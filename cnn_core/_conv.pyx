@@ -32,10 +32,31 @@ cnp.import_array()
 cdef extern from "scratch.h" nogil:
     void *cnn_scratch(size_t bytes)
 
+cdef extern from "pool_math.h" nogil:
+    void cnn_max_update_f32(float *out, const float *v, intp_t n)
+    void cnn_max_update_f64(double *out, const double *v, intp_t n)
+    void cnn_max_update_arg_f32(float *out, int32_t *arg, const float *v, int32_t pixel,
+                                intp_t n)
+    void cnn_max_update_arg_f64(double *out, int32_t *arg, const double *v, int32_t pixel,
+                                intp_t n)
+    void cnn_route_add_f32(float *dst, const float *g, const int32_t *arg, int32_t pixel,
+                           intp_t n)
+    void cnn_route_add_f64(double *dst, const double *g, const int32_t *arg, int32_t pixel,
+                           intp_t n)
+    void cnn_add_run_f32(float *dst, const float *src, intp_t n)
+    void cnn_add_run_f64(double *dst, const double *src, intp_t n)
+
+
+cdef inline void _add_run(floating *dst, const floating *src, intp_t n) noexcept nogil:
+    if floating is float:
+        cnn_add_run_f32(dst, src, n)
+    else:
+        cnn_add_run_f64(dst, src, n)
+
 # Bytes of im2col columns per chunk: a few MiB keeps the GEMM's M in the thousands for MNIST-
 # sized layers while the columns stay within the last-level cache.
 cdef enum:
-    CHUNK_BYTES = 4 << 20
+    CHUNK_BYTES = 256 << 10
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,6 +91,54 @@ cdef inline void _window_span(intp_t start, intp_t window, intp_t size, intp_t *
     stop[0] = min(window, size - start)
     if stop[0] < first[0]:
         stop[0] = first[0]
+
+
+cdef struct window_taps:
+    # row_tap[h * window_h + i]: the output row whose window reads input row h at tap i, or -1
+    # (col_tap likewise for columns); row_real[p], col_real[q]: the real (unpadded) rows and
+    # columns of window (p, q). Built once per call, so no pixel loop divides.
+    intp_t *row_tap
+    intp_t *col_tap
+    intp_t *row_real
+    intp_t *col_real
+
+
+cdef inline size_t _taps_bytes(const window_geometry *g) noexcept nogil:
+    """Scratch bytes of a window_taps, rounded up to 64 so what follows stays aligned."""
+    cdef size_t n = g.in_h * g.window_h + g.in_w * g.window_w + g.out_h + g.out_w
+    return (n * sizeof(intp_t) + 63) // 64 * 64
+
+
+cdef inline intp_t _tap_output(intp_t at, intp_t pad, intp_t tap, intp_t stride,
+                               intp_t outputs) noexcept nogil:
+    cdef intp_t reach = at + pad - tap
+    if reach < 0 or reach % stride != 0 or reach // stride >= outputs:
+        return -1
+    return reach // stride
+
+
+cdef void _fill_taps(const window_geometry *g, void *memory, window_taps *t) noexcept nogil:
+    cdef intp_t h, w, i, j, p, q
+    t.row_tap = <intp_t *>memory
+    t.col_tap = t.row_tap + g.in_h * g.window_h
+    t.row_real = t.col_tap + g.in_w * g.window_w
+    t.col_real = t.row_real + g.out_h
+    for h in range(g.in_h):
+        for i in range(g.window_h):
+            t.row_tap[h * g.window_h + i] = _tap_output(h, g.pad_top, i, g.stride_h, g.out_h)
+    for w in range(g.in_w):
+        for j in range(g.window_w):
+            t.col_tap[w * g.window_w + j] = _tap_output(w, g.pad_left, j, g.stride_w, g.out_w)
+    for p in range(g.out_h):
+        t.row_real[p] = _real_extent(p * g.stride_h - g.pad_top, g.window_h, g.in_h)
+    for q in range(g.out_w):
+        t.col_real[q] = _real_extent(q * g.stride_w - g.pad_left, g.window_w, g.in_w)
+
+
+cdef inline intp_t _real_extent(intp_t start, intp_t window, intp_t size) noexcept nogil:
+    cdef intp_t first, stop
+    _window_span(start, window, size, &first, &stop)
+    return stop - first
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,11 +188,12 @@ cdef void im2col(const window_geometry *g, const floating *x, floating *cols, in
             _im2col_row(g, x, cols + r * K, n0 + n, pq // g.out_w, pq % g.out_w)
 
 
-cdef inline void _col2im_image_row(const window_geometry *g, const floating *dcols,
-                                   floating *grad_x, intp_t n, intp_t n0, intp_t h) noexcept nogil:
+cdef inline void _col2im_image_row(const window_geometry *g, const window_taps *t,
+                                   const floating *dcols, floating *grad_x, intp_t n, intp_t n0,
+                                   intp_t h) noexcept nogil:
     """grad_x[n, h, :, :] = sum over (i, j), in order, of the dcols entries that read it."""
-    cdef intp_t C = g.channels, kw = g.window_w
-    cdef intp_t K = g.window_h * kw * C
+    cdef intp_t C = g.channels, kh = g.window_h, kw = g.window_w
+    cdef intp_t K = kh * kw * C
     cdef intp_t w, i, j, c, p, q
     cdef floating *dst
     cdef const floating *src
@@ -131,26 +201,20 @@ cdef inline void _col2im_image_row(const window_geometry *g, const floating *dco
         dst = grad_x + ((n * g.in_h + h) * g.in_w + w) * C
         for c in range(C):
             dst[c] = 0
-        # Tap i reads this row for output row p = (h + pad_top - i) / stride when that
-        # divides: the taps that do are one residue class, walked in order.
-        i = (h + g.pad_top) % g.stride_h
-        while i < g.window_h and i <= h + g.pad_top:  # p >= 0
-            p = (h + g.pad_top - i) // g.stride_h
-            if p < g.out_h:
-                j = (w + g.pad_left) % g.stride_w
-                while j < kw and j <= w + g.pad_left:
-                    q = (w + g.pad_left - j) // g.stride_w
-                    if q < g.out_w:
-                        src = (dcols + (((n - n0) * g.out_h + p) * g.out_w + q) * K
-                               + (i * kw + j) * C)
-                        for c in range(C):
-                            dst[c] += src[c]
-                    j += g.stride_w
-            i += g.stride_h
+        for i in range(kh):
+            p = t.row_tap[h * kh + i]
+            if p < 0:
+                continue
+            for j in range(kw):
+                q = t.col_tap[w * kw + j]
+                if q < 0:
+                    continue
+                _add_run(dst, dcols + (((n - n0) * g.out_h + p) * g.out_w + q) * K
+                         + (i * kw + j) * C, C)
 
 
-cdef void col2im(const window_geometry *g, const floating *dcols, floating *grad_x, intp_t n0,
-                 intp_t n1) noexcept nogil:
+cdef void col2im(const window_geometry *g, const window_taps *t, const floating *dcols,
+                 floating *grad_x, intp_t n0, intp_t n1) noexcept nogil:
     """grad_x of the images n0 <= n < n1 from their dcols rows (the adjoint of im2col)."""
     cdef intp_t rows = (n1 - n0) * g.in_h
     cdef intp_t r
@@ -158,10 +222,10 @@ cdef void col2im(const window_geometry *g, const floating *dcols, floating *grad
         (n1 - n0) * g.out_h * g.out_w * g.window_h * g.window_w * g.channels)
     if nt > 1:
         for r in prange(rows, schedule='static', num_threads=nt):
-            _col2im_image_row(g, dcols, grad_x, n0 + r // g.in_h, n0, r % g.in_h)
+            _col2im_image_row(g, t, dcols, grad_x, n0 + r // g.in_h, n0, r % g.in_h)
     else:
         for r in range(rows):
-            _col2im_image_row(g, dcols, grad_x, n0 + r // g.in_h, n0, r % g.in_h)
+            _col2im_image_row(g, t, dcols, grad_x, n0 + r // g.in_h, n0, r % g.in_h)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,6 +270,8 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
     cdef intp_t chunk, n0, n1, row0, rows
     cdef floating *cols
     cdef const floating *dz_c
+    cdef char *scratch
+    cdef window_taps taps
     cdef int status
     column_sums(dz, grad_b, g.batch * pixels, filters, threads_for_elements(
         g.batch * pixels * filters))
@@ -220,9 +286,11 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
                               <floating>0, num_threads)
         return status
     chunk = _images_per_chunk(g, sizeof(floating))
-    cols = <floating *>cnn_scratch(chunk * pixels * K * sizeof(floating))
-    if cols == NULL:
+    scratch = <char *>cnn_scratch(_taps_bytes(g) + chunk * pixels * K * sizeof(floating))
+    if scratch == NULL:
         return -1
+    _fill_taps(g, scratch, &taps)
+    cols = <floating *>(scratch + _taps_bytes(g))
     n0 = 0
     while n0 < g.batch:
         n1 = min(n0 + chunk, g.batch)
@@ -245,7 +313,7 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
                               num_threads)
             if status != 0:
                 return status
-            col2im(g, cols, grad_x, n0, n1)
+            col2im(g, &taps, cols, grad_x, n0, n1)
         n0 = n1
     return 0
 
@@ -372,8 +440,7 @@ cdef inline void _max_pool_pixel(const window_geometry *g, const floating *x, fl
     cdef intp_t h0 = p * g.stride_h - g.pad_top, w0 = q * g.stride_w - g.pad_left
     cdef intp_t i0, i1, j0, j1, i, j, c, pixel
     cdef const floating *src
-    cdef floating v
-    cdef bint first = True, take
+    cdef bint first = True
     _window_span(h0, g.window_h, g.in_h, &i0, &i1)
     _window_span(w0, g.window_w, g.in_w, &j0, &j1)
     for i in range(i0, i1):
@@ -388,18 +455,15 @@ cdef inline void _max_pool_pixel(const window_geometry *g, const floating *x, fl
                     for c in range(C):
                         argmax[c] = <int32_t>pixel
                 continue
-            # Branch-free selects: a data-dependent branch per element mispredicts.
             if argmax == NULL:
-                for c in range(C):
-                    v = src[c]
-                    take = (v > out[c]) | (v != v)
-                    out[c] = v if take else out[c]
+                if floating is float:
+                    cnn_max_update_f32(out, src, C)
+                else:
+                    cnn_max_update_f64(out, src, C)
+            elif floating is float:
+                cnn_max_update_arg_f32(out, argmax, src, <int32_t>pixel, C)
             else:
-                for c in range(C):
-                    v = src[c]
-                    take = (v > out[c]) | ((v != v) & (out[c] == out[c]))
-                    out[c] = v if take else out[c]
-                    argmax[c] = <int32_t>pixel if take else argmax[c]
+                cnn_max_update_arg_f64(out, argmax, src, <int32_t>pixel, C)
 
 
 cdef void max_pool_rows(const window_geometry *g, const floating *x, floating *out,
@@ -419,12 +483,6 @@ cdef void max_pool_rows(const window_geometry *g, const floating *x, floating *o
                 at = (r * g.out_w + q) * g.channels
                 _max_pool_pixel(g, x, out + at, NULL if argmax == NULL else argmax + at,
                                 r // g.out_h, r % g.out_h, q)
-
-
-cdef inline intp_t _real_extent(intp_t start, intp_t window, intp_t size) noexcept nogil:
-    cdef intp_t first, stop
-    _window_span(start, window, size, &first, &stop)
-    return stop - first
 
 
 cdef inline void _avg_pool_pixel(const window_geometry *g, const floating *x, floating *out,
@@ -464,13 +522,13 @@ cdef void avg_pool_rows(const window_geometry *g, const floating *x, floating *o
                                 r % g.out_h, q)
 
 
-cdef inline void _pool_grad_image_row(const window_geometry *g, const floating *grad_out,
-                                      const int32_t *argmax, floating *grad_x, intp_t n,
-                                      intp_t h) noexcept nogil:
+cdef inline void _pool_grad_image_row(const window_geometry *g, const window_taps *t,
+                                      const floating *grad_out, const int32_t *argmax,
+                                      floating *grad_x, intp_t n, intp_t h) noexcept nogil:
     """grad_x[n, h, :, :]: the sum, over the windows that cover each pixel in (i, j) order, of
     the window's gradient where argmax picks that pixel (max pool), or of its gradient divided
     by its pixel count (average pool: argmax NULL)."""
-    cdef intp_t C = g.channels
+    cdef intp_t C = g.channels, kh = g.window_h, kw = g.window_w
     cdef intp_t w, i, j, c, p, q, at, pixel
     cdef floating count
     cdef floating *dst
@@ -479,40 +537,78 @@ cdef inline void _pool_grad_image_row(const window_geometry *g, const floating *
         dst = grad_x + (n * g.in_h * g.in_w + pixel) * C
         for c in range(C):
             dst[c] = 0
-        i = (h + g.pad_top) % g.stride_h  # the taps that reach this pixel, as in col2im
-        while i < g.window_h and i <= h + g.pad_top:  # p >= 0
-            p = (h + g.pad_top - i) // g.stride_h
-            if p < g.out_h:
-                j = (w + g.pad_left) % g.stride_w
-                while j < g.window_w and j <= w + g.pad_left:
-                    q = (w + g.pad_left - j) // g.stride_w
-                    if q < g.out_w:
-                        at = ((n * g.out_h + p) * g.out_w + q) * C
-                        if argmax != NULL:
-                            for c in range(C):
-                                dst[c] += grad_out[at + c] if argmax[at + c] == pixel else 0
-                        else:
-                            count = <floating>(
-                                _real_extent(p * g.stride_h - g.pad_top, g.window_h, g.in_h)
-                                * _real_extent(q * g.stride_w - g.pad_left, g.window_w, g.in_w))
-                            for c in range(C):
-                                dst[c] += grad_out[at + c] / count
-                    j += g.stride_w
-            i += g.stride_h
+        for i in range(kh):
+            p = t.row_tap[h * kh + i]
+            if p < 0:
+                continue
+            for j in range(kw):
+                q = t.col_tap[w * kw + j]
+                if q < 0:
+                    continue
+                at = ((n * g.out_h + p) * g.out_w + q) * C
+                if argmax != NULL:
+                    if floating is float:
+                        cnn_route_add_f32(dst, grad_out + at, argmax + at, <int32_t>pixel, C)
+                    else:
+                        cnn_route_add_f64(dst, grad_out + at, argmax + at, <int32_t>pixel, C)
+                else:
+                    count = <floating>(t.row_real[p] * t.col_real[q])
+                    for c in range(C):
+                        dst[c] += grad_out[at + c] / count
 
 
-cdef void pool_grad_rows(const window_geometry *g, const floating *grad_out,
-                         const int32_t *argmax, floating *grad_x) noexcept nogil:
+cdef void pool_grad_rows(const window_geometry *g, const window_taps *t,
+                         const floating *grad_out, const int32_t *argmax,
+                         floating *grad_x) noexcept nogil:
     cdef intp_t rows = g.batch * g.in_h
     cdef intp_t r
     cdef int nt = threads_for_elements(g.batch * g.out_h * g.out_w * g.channels
                                        * g.window_h * g.window_w)
     if nt > 1:
         for r in prange(rows, schedule='static', num_threads=nt):
-            _pool_grad_image_row(g, grad_out, argmax, grad_x, r // g.in_h, r % g.in_h)
+            _pool_grad_image_row(g, t, grad_out, argmax, grad_x, r // g.in_h, r % g.in_h)
     else:
         for r in range(rows):
-            _pool_grad_image_row(g, grad_out, argmax, grad_x, r // g.in_h, r % g.in_h)
+            _pool_grad_image_row(g, t, grad_out, argmax, grad_x, r // g.in_h, r % g.in_h)
+
+
+cdef inline void _max_pool_scatter_row(const window_geometry *g, const floating *x,
+                                       const floating *grad_out, floating *maxima,
+                                       int32_t *argmax, floating *grad_x,
+                                       intp_t r) noexcept nogil:
+    """Windows that do not overlap: output row r's windows own their pixels, so each
+    window's gradient is stored straight at its argmax (0 + g, as the gather would add it)."""
+    cdef intp_t C = g.channels, n = r // g.out_h, p = r % g.out_h
+    cdef intp_t q, c, at
+    cdef floating *image = grad_x + n * g.in_h * g.in_w * C
+    for q in range(g.out_w):
+        at = (r * g.out_w + q) * C
+        _max_pool_pixel(g, x, maxima + at, argmax + at, n, p, q)
+        for c in range(C):
+            image[<intp_t>argmax[at + c] * C + c] = <floating>0 + grad_out[at + c]
+
+
+cdef void max_pool_grad_rows(const window_geometry *g, const window_taps *t, const floating *x,
+                             const floating *grad_out, floating *maxima, int32_t *argmax,
+                             floating *grad_x) noexcept nogil:
+    """grad_x of a max pool: the gather of pool_grad_rows after recording every argmax, or,
+    when windows cannot overlap, zeroes and then each window's gradient stored in place."""
+    cdef intp_t rows = g.batch * g.out_h
+    cdef intp_t image = g.in_h * g.in_w * g.channels
+    cdef intp_t r
+    cdef int nt = threads_for_elements(rows * g.out_w * g.channels * g.window_h * g.window_w)
+    if g.stride_h < g.window_h or g.stride_w < g.window_w:
+        max_pool_rows(g, x, maxima, argmax)
+        pool_grad_rows(g, t, grad_out, argmax, grad_x)
+    elif nt > 1:
+        for r in prange(g.batch, schedule='static', num_threads=nt):
+            memset(grad_x + r * image, 0, image * sizeof(floating))
+        for r in prange(rows, schedule='static', num_threads=nt):
+            _max_pool_scatter_row(g, x, grad_out, maxima, argmax, grad_x, r)
+    else:
+        memset(grad_x, 0, g.batch * image * sizeof(floating))
+        for r in range(rows):
+            _max_pool_scatter_row(g, x, grad_out, maxima, argmax, grad_x, r)
 
 
 def _pool_geometry(x, pool_size, strides, padding):
@@ -563,20 +659,24 @@ def max_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding=
     cdef void *g_ptr = _data(grad_out)
     cdef void *gx_ptr = _data(grad_x)
     cdef char *scratch
+    cdef window_taps taps
+    cdef size_t skip = 0
     with nogil:
-        # The window maxima (thrown away) and, after them, their argmaxes.
-        scratch = <char *>cnn_scratch(outputs * (item + sizeof(int32_t)))
+        # The tap tables, the window maxima (thrown away) and their argmaxes.
+        skip = _taps_bytes(&g)
+        scratch = <char *>cnn_scratch(skip + outputs * (item + sizeof(int32_t)))
         if scratch != NULL:
+            _fill_taps(&g, scratch, &taps)
             if item == sizeof(float):
-                max_pool_rows[float](&g, <float *>x_ptr, <float *>scratch,
-                                     <int32_t *>(scratch + outputs * item))
-                pool_grad_rows[float](&g, <float *>g_ptr, <int32_t *>(scratch + outputs * item),
-                                      <float *>gx_ptr)
+                max_pool_grad_rows[float](&g, &taps, <float *>x_ptr, <float *>g_ptr,
+                                          <float *>(scratch + skip),
+                                          <int32_t *>(scratch + skip + outputs * item),
+                                          <float *>gx_ptr)
             else:
-                max_pool_rows[double](&g, <double *>x_ptr, <double *>scratch,
-                                      <int32_t *>(scratch + outputs * item))
-                pool_grad_rows[double](&g, <double *>g_ptr,
-                                       <int32_t *>(scratch + outputs * item), <double *>gx_ptr)
+                max_pool_grad_rows[double](&g, &taps, <double *>x_ptr, <double *>g_ptr,
+                                           <double *>(scratch + skip),
+                                           <int32_t *>(scratch + skip + outputs * item),
+                                           <double *>gx_ptr)
     if scratch == NULL:
         raise MemoryError("max_pool2d_backward: could not allocate the argmax workspace")
     return grad_x
@@ -609,10 +709,17 @@ def avg_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding=
     cdef window_geometry g = _geometry(geometry)
     cdef void *g_ptr = _data(grad_out)
     cdef void *gx_ptr = _data(grad_x)
-    if x.dtype == np.float32:
-        with nogil:
-            pool_grad_rows[float](&g, <float *>g_ptr, NULL, <float *>gx_ptr)
-    else:
-        with nogil:
-            pool_grad_rows[double](&g, <double *>g_ptr, NULL, <double *>gx_ptr)
+    cdef void *scratch
+    cdef window_taps taps
+    cdef bint single = x.dtype == np.float32
+    with nogil:
+        scratch = cnn_scratch(_taps_bytes(&g))
+        if scratch != NULL:
+            _fill_taps(&g, scratch, &taps)
+            if single:
+                pool_grad_rows[float](&g, &taps, <float *>g_ptr, NULL, <float *>gx_ptr)
+            else:
+                pool_grad_rows[double](&g, &taps, <double *>g_ptr, NULL, <double *>gx_ptr)
+    if scratch == NULL:
+        raise MemoryError("avg_pool2d_backward: could not allocate its tap tables")
     return grad_x

@@ -14,10 +14,12 @@ from pynn.layers.max_pooling2d import MaxPooling2D, MaxPool2D
 from pynn.layers.average_pooling2d import AveragePooling2D, AvgPool2D
 from pynn.layers.global_average_pooling2d import GlobalAveragePooling2D, GlobalAvgPool2D
 from pynn.layers.global_max_pooling2d import GlobalMaxPooling2D, GlobalMaxPool2D
+from pynn.layers.batch_normalization import BatchNormalization
 
 _LAYER_CLASSES = {cls.__name__: cls for cls in (
     InputLayer, Dense, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax, Reshape, Conv2D,
-    MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D)}
+    MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+    BatchNormalization)}
 # Keras' short aliases name the same classes (configs store the long names).
 _LAYER_CLASSES.update({"MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D,
                        "GlobalAvgPool2D": GlobalAvgPool2D, "GlobalMaxPool2D": GlobalMaxPool2D})
@@ -43,4 +45,4 @@ __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Flatten", "D
            "Activation", "ReLU", "LeakyReLU", "Softmax", "Reshape", "Conv2D", "MaxPooling2D",
            "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
            "GlobalAvgPool2D", "GlobalMaxPooling2D", "GlobalMaxPool2D", "serialize",
-           "deserialize"]
+           "deserialize", "BatchNormalization"]

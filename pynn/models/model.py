@@ -86,6 +86,20 @@ class Model:
             if inputs is None or outputs is None:
                 raise ValueError("a functional Model needs both inputs= and outputs=")
             self._init_graph(inputs, outputs)
+        if not self.trainable:
+            self.trainable = False  # now that the layers exist: freeze them too
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        """As in Keras, setting it sets every layer's: a frozen model's BatchNormalization
+        layers normalise with their moving statistics and stop updating them."""
+        self._trainable = bool(value)
+        for layer in getattr(self, "_layers", ()):
+            layer.trainable = self._trainable
 
     # =========================================================================================
     # Graph

@@ -31,6 +31,8 @@ cnp.import_array()
 
 cdef extern from "scratch.h" nogil:
     void *cnn_scratch(size_t bytes)
+    void *cnn_scratch_slot(int slot, size_t bytes)
+    int CNN_SCRATCH_WORKER
 
 cdef extern from "pool_math.h" nogil:
     void cnn_max_update_f32(float *out, const float *v, intp_t n)
@@ -57,6 +59,13 @@ cdef inline void _add_run(floating *dst, const floating *src, intp_t n) noexcept
 # sized layers while the columns stay within the last-level cache.
 cdef enum:
     CHUNK_BYTES = 256 << 10
+# Bytes of dW partial sums a backward may keep: chunks are summed in groups, one partial per
+# group, then the partials in group order. The grouping depends on the shape alone (so the
+# bits do not depend on the thread count); threads take whole groups when there are enough.
+cdef enum:
+    PARTIAL_BYTES = 8 << 20
+    MAX_WEIGHT_GROUPS = 64  # enough for 64 threads to take whole groups
+    REDUCE_BLOCK = 4096     # elements of grad_w a thread sums the partials of at a time
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,14 +177,18 @@ cdef inline void _im2col_row(const window_geometry *g, const floating *x, floati
             memset(run + j1 * C, 0, (kw - j1) * C * sizeof(floating))
 
 
+cdef inline int _threads_for(long long work, int cap) noexcept nogil:
+    return min(cap, threads_for_elements(work))
+
+
 cdef void im2col(const window_geometry *g, const floating *x, floating *cols, intp_t n0,
-                 intp_t n1) noexcept nogil:
+                 intp_t n1, int threads) noexcept nogil:
     """cols[((n - n0) * out_h + p) * out_w + q, :] for the images n0 <= n < n1."""
     cdef intp_t K = g.window_h * g.window_w * g.channels
     cdef intp_t pixels = g.out_h * g.out_w
     cdef intp_t rows = (n1 - n0) * pixels
     cdef intp_t r, n, pq
-    cdef int nt = threads_for_elements(rows * K)
+    cdef int nt = _threads_for(rows * K, threads)
     if nt > 1:
         for r in prange(rows, schedule='static', num_threads=nt):
             n = r // pixels
@@ -214,12 +227,12 @@ cdef inline void _col2im_image_row(const window_geometry *g, const window_taps *
 
 
 cdef void col2im(const window_geometry *g, const window_taps *t, const floating *dcols,
-                 floating *grad_x, intp_t n0, intp_t n1) noexcept nogil:
+                 floating *grad_x, intp_t n0, intp_t n1, int threads) noexcept nogil:
     """grad_x of the images n0 <= n < n1 from their dcols rows (the adjoint of im2col)."""
     cdef intp_t rows = (n1 - n0) * g.in_h
     cdef intp_t r
-    cdef int nt = threads_for_elements(
-        (n1 - n0) * g.out_h * g.out_w * g.window_h * g.window_w * g.channels)
+    cdef int nt = _threads_for(
+        (n1 - n0) * g.out_h * g.out_w * g.window_h * g.window_w * g.channels, threads)
     if nt > 1:
         for r in prange(rows, schedule='static', num_threads=nt):
             _col2im_image_row(g, t, dcols, grad_x, n0 + r // g.in_h, n0, r % g.in_h)
@@ -231,35 +244,109 @@ cdef void col2im(const window_geometry *g, const window_taps *t, const floating 
 # ----------------------------------------------------------------------------------------------
 # Convolution
 # ----------------------------------------------------------------------------------------------
+cdef inline intp_t _chunk_count(const window_geometry *g, intp_t chunk) noexcept nogil:
+    return (g.batch + chunk - 1) // chunk
+
+
+cdef int _forward_chunk(const window_geometry *g, const floating *x, const floating *w,
+                        const floating *b, intp_t filters, floating *z_out, floating *a,
+                        int act, floating param, intp_t chunk, intp_t c,
+                        int threads) noexcept nogil:
+    """Images [c * chunk, ...) of conv2d_forward_raw: im2col into this thread's columns, then
+    the GEMM with the bias and activation in its write-back."""
+    cdef intp_t K = g.window_h * g.window_w * g.channels
+    cdef intp_t pixels = g.out_h * g.out_w
+    cdef intp_t n0 = c * chunk, n1 = min(n0 + chunk, g.batch)
+    cdef intp_t row0 = n0 * pixels
+    cdef floating *cols = <floating *>cnn_scratch_slot(CNN_SCRATCH_WORKER,
+                                                      chunk * pixels * K * sizeof(floating))
+    if cols == NULL:
+        return -1
+    im2col(g, x, cols, n0, n1, threads)
+    return gemm_raw((n1 - n0) * pixels, filters, K, <floating>1, cols, K, 1, w, filters, 1,
+                    <floating>0, a + row0 * filters, filters, 1, b,
+                    NULL if z_out == NULL else z_out + row0 * filters, filters, act, param,
+                    threads)
+
+
 cdef int conv2d_forward_raw(const window_geometry *g, const floating *x, const floating *w,
                             const floating *b, intp_t filters, floating *z_out, floating *a,
                             int act, floating param, int num_threads) noexcept nogil:
     cdef intp_t K = g.window_h * g.window_w * g.channels
     cdef intp_t pixels = g.out_h * g.out_w
-    cdef intp_t chunk, n0, n1, row0, rows
-    cdef floating *cols
-    cdef int status
+    cdef intp_t chunk, chunks, c
+    cdef int failed = 0
     if _reads_x_as_cols(g):
         return gemm_raw(g.batch * pixels, filters, K, <floating>1, x, K, 1, w, filters, 1,
                         <floating>0, a, filters, 1, b, z_out, filters, act, param, num_threads)
     chunk = _images_per_chunk(g, sizeof(floating))
-    cols = <floating *>cnn_scratch(chunk * pixels * K * sizeof(floating))
+    chunks = _chunk_count(g, chunk)
+    # Chunks are independent: with enough of them each thread runs whole chunks (one
+    # parallel region, GEMMs on one thread); else the GEMMs split. Same bits either way.
+    if num_threads > 1 and chunks >= num_threads:
+        for c in prange(chunks, schedule='static', num_threads=num_threads):
+            failed += _forward_chunk(g, x, w, b, filters, z_out, a, act, param, chunk, c, 1) != 0
+    else:
+        for c in range(chunks):
+            if _forward_chunk(g, x, w, b, filters, z_out, a, act, param, chunk, c,
+                              num_threads) != 0:
+                return -1
+    return -1 if failed else 0
+
+
+cdef inline intp_t _weight_groups(const window_geometry *g, intp_t filters, intp_t chunks,
+                                  size_t itemsize) noexcept nogil:
+    cdef intp_t weight_bytes = g.window_h * g.window_w * g.channels * filters * <intp_t>itemsize
+    return max(<intp_t>1, min(min(chunks, <intp_t>MAX_WEIGHT_GROUPS),
+                              PARTIAL_BYTES // weight_bytes))
+
+
+cdef int _backward_group(const window_geometry *g, const window_taps *t, const floating *x,
+                         const floating *w, const floating *dz, intp_t filters,
+                         floating *grad_w_part, floating *grad_x, intp_t chunk, intp_t c0,
+                         intp_t c1, int threads) noexcept nogil:
+    """Chunks c0 <= c < c1: grad_w_part = sum of their cols^T dz, in chunk order, and their
+    images' grad_x."""
+    cdef intp_t K = g.window_h * g.window_w * g.channels
+    cdef intp_t pixels = g.out_h * g.out_w
+    cdef intp_t c, n0, n1, rows
+    cdef const floating *dz_c
+    cdef int status
+    cdef floating *cols = <floating *>cnn_scratch_slot(CNN_SCRATCH_WORKER,
+                                                      chunk * pixels * K * sizeof(floating))
     if cols == NULL:
         return -1
-    n0 = 0
-    while n0 < g.batch:
+    for c in range(c0, c1):
+        n0 = c * chunk
         n1 = min(n0 + chunk, g.batch)
-        row0 = n0 * pixels
         rows = (n1 - n0) * pixels
-        im2col(g, x, cols, n0, n1)
-        status = gemm_raw(rows, filters, K, <floating>1, cols, K, 1, w, filters, 1,
-                          <floating>0, a + row0 * filters, filters, 1, b,
-                          NULL if z_out == NULL else z_out + row0 * filters, filters, act,
-                          param, num_threads)
+        dz_c = dz + n0 * pixels * filters
+        im2col(g, x, cols, n0, n1, threads)
+        # grad_w (K x filters) += cols^T dz, computed as its transpose dz^T cols written
+        # through swapped strides: the big operand (cols) is packed row by row and only the
+        # narrow dz is read transposed.
+        status = gemm_raw(filters, K, rows, <floating>1, dz_c, 1, filters, cols, K, 1,
+                          <floating>(0 if c == c0 else 1), grad_w_part, 1, filters, NULL,
+                          NULL, 0, 0, <floating>0, threads)
         if status != 0:
             return status
-        n0 = n1
+        if grad_x != NULL:
+            # dcols (rows x K) = dz w^T, into the columns' own buffer, then gathered back.
+            status = gemm_raw(rows, K, filters, <floating>1, dz_c, filters, 1, w, 1, filters,
+                              <floating>0, cols, K, 1, NULL, NULL, 0, 0, <floating>0, threads)
+            if status != 0:
+                return status
+            col2im(g, t, cols, grad_x, n0, n1, threads)
     return 0
+
+
+cdef inline void _add_partials(floating *grad_w, const floating *partials, intp_t weights,
+                               intp_t count, intp_t blk) noexcept nogil:
+    """grad_w[e] += partials[0][e] + ... in that order, for the elements of block blk."""
+    cdef intp_t e0 = blk * REDUCE_BLOCK, e1 = min(e0 + REDUCE_BLOCK, weights)
+    cdef intp_t part
+    for part in range(count):
+        _add_run(grad_w + e0, partials + part * weights + e0, e1 - e0)
 
 
 cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const floating *w,
@@ -267,12 +354,13 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
                              floating *grad_b, floating *grad_x, int num_threads) noexcept nogil:
     cdef intp_t K = g.window_h * g.window_w * g.channels
     cdef intp_t pixels = g.out_h * g.out_w
-    cdef intp_t chunk, n0, n1, row0, rows
-    cdef floating *cols
-    cdef const floating *dz_c
+    cdef intp_t weights = K * filters
+    cdef intp_t chunk, chunks, groups, gi, blk, blocks
+    cdef floating *partials
+    cdef floating *target
     cdef char *scratch
     cdef window_taps taps
-    cdef int status
+    cdef int status, failed = 0
     column_sums(dz, grad_b, g.batch * pixels, filters, threads_for_elements(
         g.batch * pixels * filters))
     if _reads_x_as_cols(g):
@@ -286,35 +374,40 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
                               <floating>0, num_threads)
         return status
     chunk = _images_per_chunk(g, sizeof(floating))
-    scratch = <char *>cnn_scratch(_taps_bytes(g) + chunk * pixels * K * sizeof(floating))
+    chunks = _chunk_count(g, chunk)
+    groups = _weight_groups(g, filters, chunks, sizeof(floating))
+    # Shared scratch: the tap tables, then the partial dW of groups 1.. (group 0 sums into
+    # grad_w itself).
+    scratch = <char *>cnn_scratch(_taps_bytes(g) + (groups - 1) * weights * sizeof(floating))
     if scratch == NULL:
         return -1
     _fill_taps(g, scratch, &taps)
-    cols = <floating *>(scratch + _taps_bytes(g))
-    n0 = 0
-    while n0 < g.batch:
-        n1 = min(n0 + chunk, g.batch)
-        row0 = n0 * pixels
-        rows = (n1 - n0) * pixels
-        dz_c = dz + row0 * filters
-        im2col(g, x, cols, n0, n1)
-        # grad_w (K x filters) += cols^T dz: the first chunk sets it, the next ones add, in
-        # order. Computed as its transpose dz^T cols, written through swapped strides, so the
-        # big operand (cols) is packed row by row and only the narrow dz is read transposed.
-        status = gemm_raw(filters, K, rows, <floating>1, dz_c, 1, filters, cols, K, 1,
-                          <floating>(0 if n0 == 0 else 1), grad_w, 1, filters, NULL, NULL, 0,
-                          0, <floating>0, num_threads)
-        if status != 0:
-            return status
-        if grad_x != NULL:
-            # dcols (rows x K) = dz w^T, into the columns' own buffer, then gathered back.
-            status = gemm_raw(rows, K, filters, <floating>1, dz_c, filters, 1, w, 1, filters,
-                              <floating>0, cols, K, 1, NULL, NULL, 0, 0, <floating>0,
-                              num_threads)
-            if status != 0:
-                return status
-            col2im(g, &taps, cols, grad_x, n0, n1)
-        n0 = n1
+    partials = <floating *>(scratch + _taps_bytes(g))
+    if num_threads > 1 and groups >= num_threads:
+        for gi in prange(groups, schedule='static', num_threads=num_threads):
+            failed += _backward_group(
+                g, &taps, x, w, dz, filters,
+                grad_w if gi == 0 else partials + (gi - 1) * weights, grad_x, chunk,
+                gi * chunks // groups, (gi + 1) * chunks // groups, 1) != 0
+    else:
+        for gi in range(groups):
+            target = grad_w if gi == 0 else partials + (gi - 1) * weights
+            if _backward_group(g, &taps, x, w, dz, filters, target, grad_x, chunk,
+                               gi * chunks // groups, (gi + 1) * chunks // groups,
+                               num_threads) != 0:
+                return -1
+    if failed:
+        return -1
+    # grad_w += the partials, in group order for every element; partial after partial, so
+    # each is read as one stream (threads split blocks of elements).
+    if groups > 1:
+        blocks = (weights + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+        if num_threads > 1 and weights * groups >= 65536:
+            for blk in prange(blocks, schedule='static', num_threads=num_threads):
+                _add_partials(grad_w, partials, weights, groups - 1, blk)
+        else:
+            for blk in range(blocks):
+                _add_partials(grad_w, partials, weights, groups - 1, blk)
     return 0
 
 

@@ -81,8 +81,9 @@ static inline int cnn_rows_split(int nt, int64_t q_panels) {
 /* Runs CALL on a team of nt threads (each thread calls it; its worksharing loops split the
  * work), or directly on the caller when nt is 1: libgomp allocates and frees a team for every
  * parallel region, even one it runs on a single thread, which a training step must not do and
- * which costs ~0.5 us. CALL must not use dynamic worksharing when the team is 1 (an orphaned
- * dynamic loop allocates too). */
+ * which costs ~0.5 us. With nt == 1, CALL must reach no OpenMP construct at all (CNN_TEAM_FOR):
+ * it may run inside a caller's parallel region (the convolution's per-thread chunks), where an
+ * orphaned worksharing loop would bind to that caller's team. */
 #define CNN_ON_TEAM(nt, CALL)                                                                \
     do {                                                                                     \
         if ((nt) > 1) {                                                                      \
@@ -92,6 +93,15 @@ static inline int cnn_rows_split(int nt, int64_t q_panels) {
             CALL;                                                                            \
         }                                                                                    \
     } while (0)
+
+/* A loop split over the team by PRAGMA, or a plain loop when the team is one thread. */
+#define CNN_TEAM_FOR(team, PRAGMA, HEAD, ...)                                                \
+    if ((team) > 1) {                                                                        \
+        _Pragma(PRAGMA)                                                                      \
+        HEAD __VA_ARGS__                                                                     \
+    } else {                                                                                 \
+        HEAD __VA_ARGS__                                                                     \
+    }
 
 /* Packed blocks live in one buffer per calling thread, grown on demand and reused:
  * no allocation per call once the largest shape has been seen. */
@@ -388,13 +398,15 @@ static void cnn_gemm_private_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t
                                  int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,       \
                                  T beta, T *C, int64_t rs_c, int64_t cs_c,                   \
                                  const cnn_epilogue_##N *ep, int64_t chunk_panels, T *ws,    \
-                                 int64_t ws_per_thread) {                                    \
+                                 int64_t ws_per_thread, int nt) {                            \
     const int mr = ctx->mr;                                                                  \
     const int64_t p_panels = cnn_row_panel_count(M, mr), q_panels = cnn_ceil_div(Nn, ctx->nr); \
     {                                                                                        \
         T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
-        /* The split follows the team OpenMP gave (it may be smaller than nt). */            \
-        const int team = omp_get_num_threads(), t = omp_get_thread_num();                    \
+        /* The split follows the team OpenMP gave (it may be smaller than nt); nt == 1 runs */ \
+        /* outside any region of ours, so the enclosing team (if any) is not asked.         */ \
+        const int team = nt > 1 ? omp_get_num_threads() : 1;                                 \
+        const int t = nt > 1 ? omp_get_thread_num() : 0;                                     \
         const int tp = cnn_rows_split(team, q_panels), tq = team / tp;                       \
         const int dynamic = tp == 1 && team > 1;                                             \
         /* Dynamic: groups of columns, about four per thread (consecutive columns, so the */ \
@@ -489,7 +501,7 @@ static void cnn_gemm_shared_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t 
                                 int64_t cs_a, const T *B, int64_t rs_b, int64_t cs_b,        \
                                 T beta, T *C, int64_t rs_c, int64_t cs_c,                    \
                                 const cnn_epilogue_##N *ep, int64_t mb, int64_t nb,          \
-                                T *a_pack, T *b_pack) {                                      \
+                                T *a_pack, T *b_pack, int team) {                            \
     const int mr = ctx->mr, nr = ctx->nr;                                                    \
     {                                                                                        \
         T edge_tile[CNN_MAX_TILE] __attribute__((aligned(64)));                              \
@@ -500,20 +512,20 @@ static void cnn_gemm_shared_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t 
             for (int64_t jc = 0; jc < Nn; jc += nb) {                                        \
                 const int64_t nc = cnn_min64(nb, Nn - jc);                                   \
                 const int64_t n_panels = cnn_ceil_div(nc, nr);                               \
-                _Pragma("omp for schedule(static)")                                          \
-                for (int64_t q = 0; q < n_panels; q++)                                       \
+                CNN_TEAM_FOR(team, "omp for schedule(static)",                               \
+                             for (int64_t q = 0; q < n_panels; q++),                         \
                     cnn_pack_b_panel_##N(ctx, B + pc * rs_b + (jc + q * nr) * cs_b, rs_b,    \
                                          cs_b, cnn_min64(nr, nc - q * nr), kc,               \
-                                         b_pack + q * nr * kc);                              \
+                                         b_pack + q * nr * kc);)                             \
                 for (int64_t ic = 0; ic < M; ic += mb) {                                     \
                     const int64_t mc = cnn_min64(mb, M - ic);                                \
                     const int64_t m_panels = cnn_row_panel_count(mc, mr);                    \
-                    _Pragma("omp for schedule(static)")                                      \
-                    for (int64_t p = 0; p < m_panels; p++)                                   \
+                    CNN_TEAM_FOR(team, "omp for schedule(static)",                           \
+                                 for (int64_t p = 0; p < m_panels; p++),                     \
                         cnn_pack_a_panels_##N(ctx, A + ic * rs_a, rs_a, cs_a, mc, p, p + 1,  \
-                                              pc, kc, a_pack + p * mr * kc);                 \
-                    _Pragma("omp for collapse(2) schedule(static)")                          \
-                    for (int64_t q = 0; q < n_panels; q++) {                                 \
+                                              pc, kc, a_pack + p * mr * kc);)                \
+                    CNN_TEAM_FOR(team, "omp for collapse(2) schedule(static)",               \
+                                 for (int64_t q = 0; q < n_panels; q++), {                   \
                         for (int64_t p = 0; p < m_panels; p++) {                             \
                             int64_t row0, m;                                                 \
                             cnn_row_panel(mc, mr, p, &row0, &m);                             \
@@ -525,7 +537,7 @@ static void cnn_gemm_shared_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t 
                                               cnn_min64(nr, nc - q * nr), alpha, beta_k,     \
                                               ep_k, row0, col0, edge_tile);                  \
                         }                                                                    \
-                    }                                                                        \
+                    })                                                                       \
                 }                                                                            \
             }                                                                                \
         }                                                                                    \
@@ -596,7 +608,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
         }                                                                                    \
         CNN_ON_TEAM(nt, cnn_gemm_private_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b, \
                                              cs_b, beta, C, rs_c, cs_c, ep, chunk_panels, ws, \
-                                             per_thread));                                   \
+                                             per_thread, nt));                               \
         return 0;                                                                            \
     }                                                                                        \
     const int64_t nb = cnn_round_up(cnn_ceil_div(Nn, cnn_ceil_div(Nn, ctx->nb)), nr);        \
@@ -605,7 +617,7 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
     if (a_pack == NULL) return -1;                                                           \
     CNN_ON_TEAM(nt, cnn_gemm_shared_##N(ctx, M, Nn, K, kb, alpha, A, rs_a, cs_a, B, rs_b,    \
                                         cs_b, beta, C, rs_c, cs_c, ep, mb, nb, a_pack,       \
-                                        a_pack + a_elems));                                  \
+                                        a_pack + a_elems, nt));                              \
     return 0;                                                                                \
 }
 

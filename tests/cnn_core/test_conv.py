@@ -40,6 +40,9 @@ CONV_IDS = [f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-{c[4]}f-k{c[5][0]}{c[5][1]}-s{c[6][0]}
             for c in CONV_CASES]
 BIG = CONV_CASES[13]
 CHUNKED = CONV_CASES[14]
+# Weights of 147 KiB (float32): the backward sums its 60 one-image chunks in fewer groups (56)
+# than chunks, some of two chunks, and the groups' partial dW in order after.
+GROUPED = (60, 14, 14, 64, 64, (3, 3), (1, 1), "same")
 
 # (batch, height, width, channels, pool_size, strides, padding)
 POOL_CASES = [
@@ -451,3 +454,26 @@ def test_avg_pool_backward_reads_only_the_shape_of_x(module):
     x[...] = np.nan
     np.testing.assert_array_equal(module.avg_pool2d_backward(x, g, padding="same"), want)
     assert not np.isnan(want).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grouped_weight_gradient_sums_match_reference_for_any_thread_count(
+        restore_threads, dtype):
+    """More chunks than dW groups: the grouping, the per-thread groups and the partial sums."""
+    rng = np.random.default_rng(5)
+    x, w, b = _conv_inputs(rng, GROUPED, dtype)
+    g = rng.standard_normal(_out_shape(GROUPED)).astype(dtype)
+    results = []
+    for threads in (1, 2, 3):
+        cnn_core.set_num_threads(threads)
+        z = cnn_core.conv2d_forward(x, w, b, padding="same")
+        results.append(cnn_core.conv2d_backward(x, w, z, z, g, padding="same"))
+    for got in results[1:]:
+        for a, b_ in zip(got, results[0]):
+            np.testing.assert_array_equal(a, b_)
+    want = ref.conv2d_backward(x.astype(np.float64), w.astype(np.float64),
+                               z.astype(np.float64), z.astype(np.float64),
+                               g.astype(np.float64), padding="same")
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    for got, expected in zip(results[0], want):
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())

@@ -357,6 +357,120 @@ def bench_training(table, quick):
                   extra={"peak_gflops": peak, "pynn_peak_fraction": share})
 
 
+# ----------------------------------------------------------------------------- convolution
+
+# (batch, height, width, channels, filters, kernel): the two layers of Keras' MNIST convnet.
+CONV_LAYERS = [(128, 28, 28, 1, 32, 3), (128, 13, 13, 32, 64, 3)]
+CNN_SAMPLES = 12800  # a fifth of an MNIST epoch: the NumPy reference needs minutes for one
+
+
+def bench_conv(table, quick):
+    """Conv layers forward + backward (relu, valid), then an epoch of Keras' MNIST convnet."""
+    import pynn.reference as ref
+
+    rng = np.random.default_rng(1)
+    for batch, height, width, channels, filters, kernel in CONV_LAYERS:
+        x = rng.standard_normal((batch, height, width, channels)).astype(np.float32)
+        w = (rng.standard_normal((kernel, kernel, channels, filters))
+             / np.sqrt(kernel * kernel * channels)).astype(np.float32)
+        b = np.zeros(filters, np.float32)
+        a = cnn_core.conv2d_forward(x, w, b)
+        z, dz, g = np.empty_like(a), np.empty_like(a), np.ones_like(a)
+        gw, gb, gx = np.empty_like(w), np.empty_like(b), np.empty_like(x)
+        first = channels == 1  # the input layer needs no dx
+
+        def step(kernels):
+            kernels.conv2d_forward(x, w, b, activation="relu", out=a, z_out=z)
+            kernels.conv2d_backward(x, w, z, a, g, activation="relu", grad_w=gw, grad_b=gb,
+                                    grad_x=None if first else gx, need_grad_x=not first,
+                                    dz_out=dz)
+
+        fns = {"pynn": lambda: step(cnn_core), "numpy": lambda: step(ref)}
+        if torch is not None:
+            xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+            xt.requires_grad_(not first)
+            wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
+            wt.requires_grad_(True)
+            bt = torch.from_numpy(b).requires_grad_(True)
+            gt = torch.ones((batch, filters, a.shape[1], a.shape[2]))
+
+            def torch_step():
+                xt.grad = wt.grad = bt.grad = None
+                torch.relu(torch.nn.functional.conv2d(xt, wt, bt)).backward(gt)
+
+            fns["torch"] = torch_step
+        out_pixels = a.shape[1] * a.shape[2]
+        flops = 2.0 * batch * out_pixels * kernel * kernel * channels * filters * (2 if first
+                                                                                 else 3)
+        table.add("conv", f"fwd+bwd relu {batch}x{height}x{width}x{channels} "
+                          f"{kernel}x{kernel}x{filters}", _interleaved(fns), flops=flops)
+    if not quick:
+        _bench_cnn_epoch(table)
+
+
+def _pynn_convnet(backend):
+    import pynn
+    from pynn import layers
+
+    pynn.set_backend(backend)
+    pynn.utils.set_random_seed(0)
+    model = pynn.Sequential([
+        layers.Input(shape=(28, 28, 1)),
+        layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Flatten(), layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _torch_convnet():
+    torch.manual_seed(0)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1600, 10))
+
+
+def _bench_cnn_epoch(table):
+    import pynn
+
+    rng = np.random.default_rng(0)
+    n, batch = CNN_SAMPLES, 128
+    x = rng.random((n, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    model = _pynn_convnet("cnn_core")
+    model.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)
+    epochs = {"pynn": lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0)}
+    if torch is not None:
+        tm = _torch_convnet()
+        opt = torch.optim.Adam(tm.parameters(), lr=1e-3)
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        yt = torch.from_numpy(y)
+        _torch_epoch(tm, opt, xt, yt, batch, steps=2)
+        epochs["torch"] = lambda: _torch_epoch(tm, opt, xt, yt, batch)
+    seconds = {impl: [] for impl in epochs}
+    for _ in range(3):
+        for impl, epoch in epochs.items():
+            quiesce()
+            t0 = time.perf_counter()
+            epoch()
+            seconds[impl].append(time.perf_counter() - t0)
+    times = {impl: float(np.median(v)) for impl, v in seconds.items()}
+    ref_steps = 5
+    ref_model = _pynn_convnet("numpy")
+    quiesce()
+    t0 = time.perf_counter()
+    ref_model.fit(x[:batch * ref_steps], y[:batch * ref_steps], batch_size=batch, epochs=1,
+                  verbose=0)
+    times["numpy"] = (time.perf_counter() - t0) * (n // batch) / ref_steps
+    pynn.set_backend("cnn_core")
+    # Per sample: conv1 forward + dW, conv2 forward + dW + dx, the dense layer's three.
+    flops = n * (2.0 * 26 * 26 * 9 * 32 * 2 + 2.0 * 11 * 11 * 288 * 64 * 3 + 2.0 * 1600 * 10 * 3)
+    table.add("conv", f"epoch convnet {n} samples b{batch}", times, flops=flops,
+              note="Conv(32)-Pool-Conv(64)-Pool-Dense(10), Adam; median of 3; "
+                   f"numpy scaled from {ref_steps} steps")
+
+
 def _peak_gflops():
     """The FMA peak of the runner's thread count, now (the machine's clock drifts)."""
     quiesce()
@@ -486,6 +600,7 @@ SECTIONS = {
     "loss": bench_losses,
     "optim": bench_optimizers,
     "train": bench_training,
+    "conv": bench_conv,
     "predict": bench_predict,
     "scaling": bench_scaling,
 }

@@ -86,7 +86,9 @@ class Conv2D(Layer):
 
     @property
     def preactivation(self):
-        return self._z
+        """z of the last forward; None for relu, whose z is not kept (only a softmax or a
+        sigmoid output layer's z is asked for, by the fused losses)."""
+        return None if self.activation == "relu" else self._z
 
     def forward(self, x, training=False):
         """x: (batch, height, width, in_channels) -> (batch, out_h, out_w, filters); the
@@ -101,7 +103,10 @@ class Conv2D(Layer):
         out_h, out_w, _ = self.compute_output_shape(x.shape[1:])
         shape = (x.shape[0], out_h, out_w, self.filters)
         out = self._buffer("a", shape)
-        z = None if self.activation == "linear" else self._buffer("z", shape)
+        # relu'(z) is read as well from a = relu(z) (a > 0 exactly where z > 0): no copy of z,
+        # which saves writing and re-reading a whole activation-sized array per step.
+        keeps_z = self.activation not in ("linear", "relu")
+        z = self._buffer("z", shape) if keeps_z else None
         get_backend().conv2d_forward(
             x, self.kernel.value, self.bias.value if self.use_bias else None,
             strides=self.strides, padding=self.padding, activation=self.activation,

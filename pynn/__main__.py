@@ -32,9 +32,15 @@ def _load_dataset(data_dir):
 
 def demo(argv=None):
     parser = argparse.ArgumentParser(prog="python -m pynn demo",
-                                     description="Train and evaluate the Keras MNIST MLP.")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
+                                     description="Train and evaluate the Keras MNIST MLP or convnet.")
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                        help="mlp: Flatten-Dense(128)-Dense(10), the Keras beginner program "
+                             "(default); cnn: Keras' MNIST convnet example, "
+                             "Conv(32)-Pool-Conv(64)-Pool-Dropout(0.5)-Dense(10)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: 5 for mlp, 2 for cnn")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: 32 for mlp, 128 for cnn")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the MNIST IDX files (default: $PYNN_DATA_DIR/mnist, "
                              "then ~/.pynn/datasets/mnist, then download)")
@@ -42,6 +48,11 @@ def demo(argv=None):
                         help="progress: 1 a bar per epoch, 2 one line per epoch "
                              "(default: 1 on a terminal, 2 otherwise)")
     args = parser.parse_args(argv)
+    cnn = args.model == "cnn"
+    if args.epochs is None:
+        args.epochs = 2 if cnn else 5
+    if args.batch_size is None:
+        args.batch_size = 128 if cnn else 32
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be >= 1")
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
@@ -56,14 +67,28 @@ def demo(argv=None):
     print(f"dataset: {name}, {len(x_train)} training / {len(x_test)} test images of "
           f"{x_train.shape[1:]}")
 
-    # The Keras program, unchanged but for the import.
+    # The Keras programs, unchanged but for the import.
     x_train, x_test = x_train / 255.0, x_test / 255.0
     pynn.utils.set_random_seed(0)
-    model = pynn.Sequential([
-        pynn.layers.Flatten(input_shape=x_train.shape[1:]),
-        pynn.layers.Dense(128, activation='relu'),
-        pynn.layers.Dense(10, activation='softmax'),
-    ])
+    if cnn:
+        layers = pynn.layers
+        x_train, x_test = x_train[..., None], x_test[..., None]  # (n, h, w, 1) channels_last
+        model = pynn.Sequential([
+            layers.Input(shape=x_train.shape[1:]),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2), padding="same"),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu", padding="same"),
+            layers.MaxPooling2D(pool_size=(2, 2), padding="same"),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(10, activation="softmax"),
+        ])
+    else:
+        model = pynn.Sequential([
+            pynn.layers.Flatten(input_shape=x_train.shape[1:]),
+            pynn.layers.Dense(128, activation='relu'),
+            pynn.layers.Dense(10, activation='softmax'),
+        ])
     model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     started = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, verbose=verbose)
@@ -79,7 +104,8 @@ def main(argv=None):
     commands = {"demo": demo, "bench": None}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: python -m pynn {demo,bench} [options]\n"
-              "  demo   train and evaluate the Keras MNIST MLP (python -m pynn demo --help)\n"
+              "  demo   train and evaluate the Keras MNIST MLP or convnet "
+              "(python -m pynn demo --help)\n"
               "  bench  pynn vs the NumPy reference vs PyTorch, side by side "
               "(python -m pynn bench --help)")
         return 0 if argv and argv[0] in ("-h", "--help") else 2

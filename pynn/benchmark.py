@@ -456,7 +456,7 @@ def _bench_cnn_epoch(table):
             epoch()
             seconds[impl].append(time.perf_counter() - t0)
     times = {impl: float(np.median(v)) for impl, v in seconds.items()}
-    ref_steps = 5
+    ref_steps = min(5, n // batch)
     ref_model = _pynn_convnet("numpy")
     quiesce()
     t0 = time.perf_counter()

@@ -72,3 +72,17 @@ def test_peak_section_reports_one_and_n_threads(monkeypatch, restore_threads):
     benchmark.bench_peak(table, quick=True)
     assert [r["case"] for r in table.rows] == ["FMA peak, 1 thread", "FMA peak, 2 threads"]
     assert all(r["gflops"] > 0 and r["pynn"] is None for r in table.rows)
+
+
+def test_conv_section_times_layers_and_a_convnet_epoch(monkeypatch, restore_threads):
+    monkeypatch.setattr(benchmark, "CONV_LAYERS", [(8, 10, 10, 1, 4, 3), (8, 8, 8, 4, 6, 3)])
+    monkeypatch.setattr(benchmark, "CNN_SAMPLES", 256)
+    monkeypatch.setattr(benchmark, "quiesce", lambda: None)
+    table = benchmark.Table()
+    benchmark.bench_conv(table, quick=False)
+    assert [r["section"] for r in table.rows] == ["conv"] * 3
+    assert "epoch convnet" in table.rows[-1]["case"]
+    for row in table.rows:
+        assert row["pynn"] > 0 and row["numpy"] > 0
+        if benchmark.torch is not None:
+            assert row["torch"] > 0

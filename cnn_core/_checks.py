@@ -249,4 +249,25 @@ def check_pool2d_inputs(x, pool_size, strides, padding):
     check_contiguous(x, "x")
     pool_size = check_pair(pool_size, "pool_size")
     strides = pool_size if strides is None else check_pair(strides, "strides")
+    if x.shape[1] * x.shape[2] > 2**31 - 1:  # the compiled backward keeps int32 argmaxes
+        raise ValueError(f"x's images have {x.shape[1] * x.shape[2]} pixels; pooling supports "
+                         "at most 2**31 - 1 per image")
     return _window_geometry(x, pool_size, strides, padding, "pool window")
+
+
+def check_window_output(arr, name, geometry, channels, dtype):
+    """``arr`` must be a C-contiguous (batch, out_h, out_w, channels) array of ``dtype``: a
+    z, a or grad_out next to the window geometry it came from."""
+    shape = (geometry.batch, geometry.out_h, geometry.out_w, channels)
+    check_array(arr, name, ndim=4, dtype=dtype)
+    check_contiguous(arr, name)
+    if arr.shape != shape:
+        raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
+    return arr
+
+
+def check_pool2d_backward(x, grad_out, pool_size, strides, padding, grad_x):
+    """The arguments of a pooling backward. Returns (WindowGeometry, grad_x buffer)."""
+    geometry = check_pool2d_inputs(x, pool_size, strides, padding)
+    check_window_output(grad_out, "grad_out", geometry, geometry.channels, x.dtype)
+    return geometry, check_out(grad_x, "grad_x", x.shape, x.dtype)

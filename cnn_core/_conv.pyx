@@ -483,10 +483,7 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
     filters = w.shape[3]
     shape = (geometry.batch, geometry.out_h, geometry.out_w, filters)
     for arr, arr_name in ((z, "z"), (a, "a"), (grad_out, "grad_out")):
-        _checks.check_array(arr, arr_name, ndim=4, dtype=x.dtype)
-        _checks.check_contiguous(arr, arr_name)
-        if arr.shape != shape:
-            raise ValueError(f"{arr_name} has shape {arr.shape}, expected {shape}")
+        _checks.check_window_output(arr, arr_name, geometry, filters, x.dtype)
     name, act, param = _checks.resolve_activation(activation, param)
     grad_w = _checks.check_out(grad_w, "grad_w", w.shape, x.dtype)
     grad_b = _checks.check_out(grad_b, "grad_b", (filters,), x.dtype)
@@ -704,27 +701,10 @@ cdef void max_pool_grad_rows(const window_geometry *g, const window_taps *t, con
             _max_pool_scatter_row(g, x, grad_out, maxima, argmax, grad_x, r)
 
 
-def _pool_geometry(x, pool_size, strides, padding):
-    geometry = _checks.check_pool2d_inputs(x, pool_size, strides, padding)
-    if geometry.in_h * geometry.in_w > 2**31 - 1:
-        raise ValueError(f"x's images have {geometry.in_h * geometry.in_w} pixels; pooling "
-                         "supports at most 2**31 - 1 per image")
-    return geometry
-
-
-def _pool_grad_buffers(x, grad_out, geometry, grad_x):
-    shape = (geometry.batch, geometry.out_h, geometry.out_w, geometry.channels)
-    _checks.check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype)
-    _checks.check_contiguous(grad_out, "grad_out")
-    if grad_out.shape != shape:
-        raise ValueError(f"grad_out has shape {grad_out.shape}, expected {shape}")
-    return _checks.check_out(grad_x, "grad_x", x.shape, x.dtype)
-
-
 def max_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """The max of each window. x: (batch, height, width, channels) C-contiguous; strides None
     means pool_size. out: (batch, out_h, out_w, channels). A NaN in a window is its max."""
-    geometry = _pool_geometry(x, pool_size, strides, padding)
+    geometry = _checks.check_pool2d_inputs(x, pool_size, strides, padding)
     out = _checks.check_out(out, "out", (geometry.batch, geometry.out_h, geometry.out_w,
                                          geometry.channels), x.dtype)
     cdef window_geometry g = _geometry(geometry)
@@ -743,8 +723,8 @@ def max_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding=
                         grad_x=None):
     """dL/dx: each window's gradient goes to the first position, in row-major window order,
     that holds the window's max (or the first NaN). Returns grad_x, x's shape."""
-    geometry = _pool_geometry(x, pool_size, strides, padding)
-    grad_x = _pool_grad_buffers(x, grad_out, geometry, grad_x)
+    geometry, grad_x = _checks.check_pool2d_backward(x, grad_out, pool_size, strides, padding,
+                                                     grad_x)
     cdef window_geometry g = _geometry(geometry)
     cdef intp_t outputs = g.batch * g.out_h * g.out_w * g.channels
     cdef size_t item = x.itemsize
@@ -778,7 +758,7 @@ def max_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding=
 def avg_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid", out=None):
     """The mean of each window over its real pixels (padding is not counted).
     x: (batch, height, width, channels) C-contiguous. out: (batch, out_h, out_w, channels)."""
-    geometry = _pool_geometry(x, pool_size, strides, padding)
+    geometry = _checks.check_pool2d_inputs(x, pool_size, strides, padding)
     out = _checks.check_out(out, "out", (geometry.batch, geometry.out_h, geometry.out_w,
                                          geometry.channels), x.dtype)
     cdef window_geometry g = _geometry(geometry)
@@ -797,8 +777,8 @@ def avg_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding=
                         grad_x=None):
     """dL/dx: each window's gradient divided by its pixel count and added to each of its
     pixels. x gives the shape and dtype (its values are not read). Returns grad_x."""
-    geometry = _pool_geometry(x, pool_size, strides, padding)
-    grad_x = _pool_grad_buffers(x, grad_out, geometry, grad_x)
+    geometry, grad_x = _checks.check_pool2d_backward(x, grad_out, pool_size, strides, padding,
+                                                     grad_x)
     cdef window_geometry g = _geometry(geometry)
     cdef void *g_ptr = _data(grad_out)
     cdef void *gx_ptr = _data(grad_x)

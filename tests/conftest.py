@@ -2,11 +2,15 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import sysconfig
 
 import pytest
 
 import cnn_core
+
+# Shared test helpers (finite_differences.py) import as top-level modules from any test.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 class CToolchain:

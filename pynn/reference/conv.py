@@ -115,10 +115,7 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
     filters = w.shape[3]
     shape = _output_shape(g, filters)
     for arr, arr_name in ((z, "z"), (a, "a"), (grad_out, "grad_out")):
-        _checks.check_array(arr, arr_name, ndim=4, dtype=x.dtype)
-        _checks.check_contiguous(arr, arr_name)
-        if arr.shape != shape:
-            raise ValueError(f"{arr_name} has shape {arr.shape}, expected {shape}")
+        _checks.check_window_output(arr, arr_name, g, filters, x.dtype)
     name, _, param = _checks.resolve_activation(activation, param)
     grad_w = _checks.check_out(grad_w, "grad_w", w.shape, x.dtype)
     grad_b = _checks.check_out(grad_b, "grad_b", (filters,), x.dtype)
@@ -134,15 +131,6 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
     if grad_x is not None:
         grad_x[...] = col2im(dz @ w.reshape(-1, filters).T, g, x.dtype)
     return grad_w, grad_b, grad_x
-
-
-def _check_pool_backward(x, grad_out, geometry, grad_x):
-    shape = _output_shape(geometry, geometry.channels)
-    _checks.check_array(grad_out, "grad_out", ndim=4, dtype=x.dtype)
-    _checks.check_contiguous(grad_out, "grad_out")
-    if grad_out.shape != shape:
-        raise ValueError(f"grad_out has shape {grad_out.shape}, expected {shape}")
-    return _checks.check_out(grad_x, "grad_x", x.shape, x.dtype)
 
 
 def max_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid", out=None):
@@ -162,8 +150,7 @@ def max_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding=
     """dL/dx: each window's gradient goes to the first position, in row-major window order,
     that holds the window's max (or the first NaN). grad_out: (batch, out_h, out_w, channels).
     Returns grad_x, x's shape."""
-    g = _checks.check_pool2d_inputs(x, pool_size, strides, padding)
-    grad_x = _check_pool_backward(x, grad_out, g, grad_x)
+    g, grad_x = _checks.check_pool2d_backward(x, grad_out, pool_size, strides, padding, grad_x)
     x_pad = _padded(x, g, -np.inf)
     best = max_pool2d_forward(x, pool_size=pool_size, strides=strides, padding=padding)
     best_is_nan = np.isnan(best)
@@ -204,8 +191,7 @@ def avg_pool2d_backward(x, grad_out, *, pool_size=(2, 2), strides=None, padding=
                         grad_x=None):
     """dL/dx: each window's gradient divided by its pixel count and added to each of its
     pixels. x gives the shape and dtype (its values are not read). Returns grad_x."""
-    g = _checks.check_pool2d_inputs(x, pool_size, strides, padding)
-    grad_x = _check_pool_backward(x, grad_out, g, grad_x)
+    g, grad_x = _checks.check_pool2d_backward(x, grad_out, pool_size, strides, padding, grad_x)
     share = grad_out / _window_counts(g, x.dtype)
     grad_pad = _padded(np.zeros(x.shape, x.dtype), g, 0)
     for _, _, grad_view in _window_views(grad_pad, g):

@@ -11,6 +11,7 @@ import pynn
 from pynn import layers, regularizers
 from pynn.layers import BatchNormalization
 from pynn.utils import set_random_seed
+from finite_differences import numerical_grad
 
 TOL = {"float32": dict(rtol=2e-5, atol=2e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
 
@@ -151,20 +152,6 @@ def test_weights_names_order_and_trainability():
 # ---------------------------------------------------------------------------------------------
 # Gradients (float64 central differences; loss = sum(upstream * y))
 # ---------------------------------------------------------------------------------------------
-def _numeric_grad(f, array, h=1e-6):
-    grad = np.zeros_like(array)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        plus = f()
-        flat[i] = old - h
-        minus = f()
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * h)
-    return grad
-
-
 GRAD_CASES = [((6, 4), -1, {}), ((3, 2, 3, 4), -1, {}), ((3, 4, 2, 3), 1, {}),
               ((6, 4), -1, {"center": False}), ((6, 4), -1, {"scale": False}),
               ((3, 4, 2, 3), 1, {"center": False, "scale": False})]
@@ -186,9 +173,9 @@ def test_gradients_match_finite_differences(shape, axis, kwargs, training):
     def loss():
         return float(np.sum(upstream * layer.forward(x, training=training)))
 
-    np.testing.assert_allclose(grad_x, _numeric_grad(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad_x, numerical_grad(loss, x), rtol=1e-6, atol=1e-7)
     for variable, grad in zip(trainable, grads):
-        np.testing.assert_allclose(grad, _numeric_grad(loss, variable.value), rtol=1e-6,
+        np.testing.assert_allclose(grad, numerical_grad(loss, variable.value), rtol=1e-6,
                                    atol=1e-7, err_msg=variable.name)
     if training:
         # The batch-statistics dx is not the inference one: it removes the mean and the

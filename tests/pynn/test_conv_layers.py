@@ -15,6 +15,7 @@ from pynn import layers
 from pynn.models import load_model
 from pynn.models.fast_path import FastFit, compiled_predictor
 from pynn.utils import set_floatx, set_random_seed
+from finite_differences import numerical_grad
 
 CONV_KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward",
                 "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward")
@@ -330,16 +331,7 @@ def test_layer_gradients_match_finite_differences(case, float64):
     assert grad_x.shape == x.shape and len(grads) == len(layer.trainable_weights)
 
     def numeric(array):
-        out = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            saved = array[index]
-            array[index] = saved + EPS
-            plus = _layer_loss(layer, x, r)
-            array[index] = saved - EPS
-            minus = _layer_loss(layer, x, r)
-            array[index] = saved
-            out[index] = (plus - minus) / (2 * EPS)
-        return out
+        return numerical_grad(lambda: _layer_loss(layer, x, r), array, EPS)
 
     np.testing.assert_allclose(grad_x, numeric(x), rtol=1e-6, atol=1e-8)
     for variable, grad in zip(layer.trainable_weights, grads):
@@ -406,16 +398,7 @@ def _check_model_gradients(model, x, labels, loss="sparse_categorical_crossentro
     analytic = [g.copy() for g in model.backward(grad, wrt_preactivation=fused)]
     assert len(analytic) == len(model.trainable_variables)
     for variable, a in zip(model.trainable_variables, analytic):
-        value = variable.value
-        numeric = np.zeros_like(value)
-        for index in np.ndindex(value.shape):
-            saved = value[index]
-            value[index] = saved + EPS
-            plus = _training_loss(model, x, y)
-            value[index] = saved - EPS
-            minus = _training_loss(model, x, y)
-            value[index] = saved
-            numeric[index] = (plus - minus) / (2 * EPS)
+        numeric = numerical_grad(lambda: _training_loss(model, x, y), variable.value, EPS)
         np.testing.assert_allclose(a, numeric, rtol=1e-5, atol=1e-8,
                                    err_msg=f"gradient of {variable.path}")
 

@@ -9,6 +9,7 @@ import pytest
 import pynn
 from pynn import layers, losses, regularizers
 from pynn.utils import set_floatx, set_random_seed
+from finite_differences import numerical_grad
 
 REQUIRED_KERNELS = ("dense_forward", "dense_backward", "activation_forward",
                     "activation_backward", "softmax_cross_entropy_sparse",
@@ -62,20 +63,8 @@ def _analytic_grads(model, x, y, fused=True):
 
 
 def _numeric_grads(model, x, y):
-    grads = []
-    for variable in model.trainable_variables:
-        value = variable.value
-        grad = np.zeros_like(value)
-        for index in np.ndindex(value.shape):
-            saved = value[index]
-            value[index] = saved + EPS
-            plus = _training_loss(model, x, y)
-            value[index] = saved - EPS
-            minus = _training_loss(model, x, y)
-            value[index] = saved
-            grad[index] = (plus - minus) / (2 * EPS)
-        grads.append(grad)
-    return grads
+    return [numerical_grad(lambda: _training_loss(model, x, y), variable.value, EPS)
+            for variable in model.trainable_variables]
 
 
 def check_model(model, x, y, loss, fused=True, rtol=1e-5, atol=1e-7):

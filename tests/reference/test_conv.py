@@ -7,24 +7,11 @@ import numpy as np
 import pytest
 
 import pynn.reference as ref
+from finite_differences import numerical_grad
 
 FD_EPS = 1e-6
 FD_TOL = dict(rtol=1e-6, atol=1e-8)
 TORCH_TOL = dict(rtol=1e-12, atol=1e-12)
-
-
-def numerical_grad(scalar_fn, x, eps=FD_EPS):
-    """Central differences of ``scalar_fn()`` with respect to every element of ``x`` (in place)."""
-    num = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        old = x[idx]
-        x[idx] = old + eps
-        up = scalar_fn()
-        x[idx] = old - eps
-        down = scalar_fn()
-        x[idx] = old
-        num[idx] = (up - down) / (2 * eps)
-    return num
 
 
 def same_pads(size, window, stride, padding):

@@ -305,8 +305,8 @@ cdef int _backward_group(const window_geometry *g, const window_taps *t, const f
                          const floating *w, const floating *dz, intp_t filters,
                          floating *grad_w_part, floating *grad_x, intp_t chunk, intp_t c0,
                          intp_t c1, int threads) noexcept nogil:
-    """Chunks c0 <= c < c1: grad_w_part = sum of their cols^T dz, in chunk order, and their
-    images' grad_x."""
+    """Chunks c0 <= c < c1: grad_w_part (filters x K, grad_w transposed) = the sum of their
+    dz^T cols, in chunk order, and their images' grad_x."""
     cdef intp_t K = g.window_h * g.window_w * g.channels
     cdef intp_t pixels = g.out_h * g.out_w
     cdef intp_t c, n0, n1, rows
@@ -322,11 +322,11 @@ cdef int _backward_group(const window_geometry *g, const window_taps *t, const f
         rows = (n1 - n0) * pixels
         dz_c = dz + n0 * pixels * filters
         im2col(g, x, cols, n0, n1, threads)
-        # grad_w (K x filters) += cols^T dz, computed as its transpose dz^T cols written
-        # through swapped strides: the big operand (cols) is packed row by row and only the
-        # narrow dz is read transposed.
+        # grad_w^T (filters x K) += dz^T cols: the big operand (cols) is packed row by row,
+        # only the narrow dz is read transposed, and the tiles are written as contiguous rows
+        # (grad_w itself is written once, transposed, at the end).
         status = gemm_raw(filters, K, rows, <floating>1, dz_c, 1, filters, cols, K, 1,
-                          <floating>(0 if c == c0 else 1), grad_w_part, 1, filters, NULL,
+                          <floating>(0 if c == c0 else 1), grad_w_part, K, 1, NULL,
                           NULL, 0, 0, <floating>0, threads)
         if status != 0:
             return status
@@ -340,13 +340,21 @@ cdef int _backward_group(const window_geometry *g, const window_taps *t, const f
     return 0
 
 
-cdef inline void _add_partials(floating *grad_w, const floating *partials, intp_t weights,
-                               intp_t count, intp_t blk) noexcept nogil:
-    """grad_w[e] += partials[0][e] + ... in that order, for the elements of block blk."""
+cdef inline void _add_partials(floating *partials, intp_t weights, intp_t groups,
+                               intp_t blk) noexcept nogil:
+    """partials[0][e] += partials[1][e] + ... in that order, for the elements of block blk."""
     cdef intp_t e0 = blk * REDUCE_BLOCK, e1 = min(e0 + REDUCE_BLOCK, weights)
     cdef intp_t part
-    for part in range(count):
-        _add_run(grad_w + e0, partials + part * weights + e0, e1 - e0)
+    for part in range(1, groups):
+        _add_run(partials + e0, partials + part * weights + e0, e1 - e0)
+
+
+cdef inline void _transpose_row(const floating *src, floating *dst, intp_t rows, intp_t cols,
+                                intp_t j) noexcept nogil:
+    """dst[j, :] = src[:, j] for a rows x cols src."""
+    cdef intp_t i
+    for i in range(rows):
+        dst[j * rows + i] = src[i * cols + j]
 
 
 cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const floating *w,
@@ -355,9 +363,8 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
     cdef intp_t K = g.window_h * g.window_w * g.channels
     cdef intp_t pixels = g.out_h * g.out_w
     cdef intp_t weights = K * filters
-    cdef intp_t chunk, chunks, groups, gi, blk, blocks
+    cdef intp_t chunk, chunks, groups, gi, blk, blocks, k
     cdef floating *partials
-    cdef floating *target
     cdef char *scratch
     cdef window_taps taps
     cdef int status, failed = 0
@@ -376,9 +383,8 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
     chunk = _images_per_chunk(g, sizeof(floating))
     chunks = _chunk_count(g, chunk)
     groups = _weight_groups(g, filters, chunks, sizeof(floating))
-    # Shared scratch: the tap tables, then the partial dW of groups 1.. (group 0 sums into
-    # grad_w itself).
-    scratch = <char *>cnn_scratch(_taps_bytes(g) + (groups - 1) * weights * sizeof(floating))
+    # Shared scratch: the tap tables, then one dW^T partial per group.
+    scratch = <char *>cnn_scratch(_taps_bytes(g) + groups * weights * sizeof(floating))
     if scratch == NULL:
         return -1
     _fill_taps(g, scratch, &taps)
@@ -386,28 +392,34 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
     if num_threads > 1 and groups >= num_threads:
         for gi in prange(groups, schedule='static', num_threads=num_threads):
             failed += _backward_group(
-                g, &taps, x, w, dz, filters,
-                grad_w if gi == 0 else partials + (gi - 1) * weights, grad_x, chunk,
+                g, &taps, x, w, dz, filters, partials + gi * weights, grad_x, chunk,
                 gi * chunks // groups, (gi + 1) * chunks // groups, 1) != 0
     else:
         for gi in range(groups):
-            target = grad_w if gi == 0 else partials + (gi - 1) * weights
-            if _backward_group(g, &taps, x, w, dz, filters, target, grad_x, chunk,
-                               gi * chunks // groups, (gi + 1) * chunks // groups,
+            if _backward_group(g, &taps, x, w, dz, filters, partials + gi * weights, grad_x,
+                               chunk, gi * chunks // groups, (gi + 1) * chunks // groups,
                                num_threads) != 0:
                 return -1
     if failed:
         return -1
-    # grad_w += the partials, in group order for every element; partial after partial, so
-    # each is read as one stream (threads split blocks of elements).
+    # partials[0] += the others, in group order for every element; partial after partial,
+    # so each is read as one stream (threads split blocks of elements). Then grad_w is its
+    # transpose.
+    cdef int nt = num_threads if weights * groups >= 65536 else 1
     if groups > 1:
         blocks = (weights + REDUCE_BLOCK - 1) // REDUCE_BLOCK
-        if num_threads > 1 and weights * groups >= 65536:
-            for blk in prange(blocks, schedule='static', num_threads=num_threads):
-                _add_partials(grad_w, partials, weights, groups - 1, blk)
+        if nt > 1:
+            for blk in prange(blocks, schedule='static', num_threads=nt):
+                _add_partials(partials, weights, groups, blk)
         else:
             for blk in range(blocks):
-                _add_partials(grad_w, partials, weights, groups - 1, blk)
+                _add_partials(partials, weights, groups, blk)
+    if nt > 1:
+        for k in prange(K, schedule='static', num_threads=nt):
+            _transpose_row(partials, grad_w, filters, K, k)
+    else:
+        for k in range(K):
+            _transpose_row(partials, grad_w, filters, K, k)
     return 0
 
 

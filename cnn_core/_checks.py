@@ -168,6 +168,10 @@ def check_positive_int(value, name):
 # ------------------------------------------------------------------------------------------
 # Convolution and pooling (NHWC): the window geometry of Keras/TensorFlow
 # ------------------------------------------------------------------------------------------
+# Largest window side or stride: the compiled kernels index pixels with int32 argmaxes and
+# size their tap tables from it.
+MAX_WINDOW = 2**31 - 1
+
 # Geometry of a 2-D sliding window over NHWC input (check_conv2d_inputs, check_pool2d_inputs).
 WindowGeometry = collections.namedtuple("WindowGeometry", (
     "batch", "in_h", "in_w", "channels", "window_h", "window_w", "stride_h", "stride_w",
@@ -187,6 +191,8 @@ def check_pair(value, name):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
+    if max(pair) > MAX_WINDOW:  # keeps every index and byte count of the kernels in range
+        raise ValueError(f"{name} must be at most {MAX_WINDOW}, got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -270,4 +276,17 @@ def check_pool2d_backward(x, grad_out, pool_size, strides, padding, grad_x):
     """The arguments of a pooling backward. Returns (WindowGeometry, grad_x buffer)."""
     geometry = check_pool2d_inputs(x, pool_size, strides, padding)
     check_window_output(grad_out, "grad_out", geometry, geometry.channels, x.dtype)
-    return geometry, check_out(grad_x, "grad_x", x.shape, x.dtype)
+    grad_x = check_out(grad_x, "grad_x", x.shape, x.dtype)
+    check_no_overlap([("grad_x", grad_x)], [("x", x), ("grad_out", grad_out)])
+    return geometry, grad_x
+
+
+def check_no_overlap(outputs, inputs):
+    """No output buffer may share memory with an input or with another output (a kernel
+    writes an output while it still reads the others). outputs, inputs: (name, array or None)
+    pairs."""
+    outputs = [(n, a) for n, a in outputs if a is not None]
+    for i, (name, out) in enumerate(outputs):
+        for other_name, other in list(inputs) + outputs[i + 1:]:
+            if other is not None and np.may_share_memory(out, other):
+                raise ValueError(f"{name} must not share memory with {other_name}")

@@ -76,9 +76,9 @@ def demo(argv=None):
         model = pynn.Sequential([
             layers.Input(shape=x_train.shape[1:]),
             layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
-            layers.MaxPooling2D(pool_size=(2, 2), padding="same"),
-            layers.Conv2D(64, kernel_size=(3, 3), activation="relu", padding="same"),
-            layers.MaxPooling2D(pool_size=(2, 2), padding="same"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
             layers.Flatten(),
             layers.Dropout(0.5),
             layers.Dense(10, activation="softmax"),

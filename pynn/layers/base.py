@@ -253,7 +253,9 @@ class Layer:
 
     @property
     def preactivation(self):
-        """The pre-activation ``z`` of the last ``forward`` (when output_activation is set)."""
+        """The pre-activation ``z`` of the last ``forward`` (when output_activation is set).
+        The fused losses ask for it only of a softmax or sigmoid output layer; a layer may
+        return None for activations whose z it does not keep (Conv2D with relu)."""
         return None
 
     # --- helpers for subclasses ------------------------------------------------------------

@@ -118,6 +118,8 @@ def _regularization(regularizer):
 def _dense_chain(model, inference=False):
     """(Dense layers, per Dense the Dropout on its input or None) of a Flatten/Input +
     [Dropout] Dense ... chain (all trainable, unless for inference), or None."""
+    if not inference and not model.trainable:  # nothing to train: the Python loop says so
+        return None
     denses, dropouts = [], []
     pending = None
     for layer in model.layers:

@@ -98,8 +98,9 @@ class Model:
         """As in Keras, setting it sets every layer's: a frozen model's BatchNormalization
         layers normalise with their moving statistics and stop updating them."""
         self._trainable = bool(value)
-        for layer in getattr(self, "_layers", ()):
-            layer.trainable = self._trainable
+        for layer in list(self.__dict__.get("_layers", ())) + [self.__dict__.get("_input_layer")]:
+            if layer is not None:
+                layer.trainable = self._trainable
 
     # =========================================================================================
     # Graph
@@ -170,6 +171,8 @@ class Model:
                 f"whose call() applies layers one after another ({error})"
             ) from error
         self._init_graph(inputs, outputs)
+        if not self.trainable:
+            self.trainable = False  # freeze the layers the trace found
 
     def _dtype_hint(self):
         from pynn.utils import floatx

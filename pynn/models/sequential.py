@@ -48,6 +48,8 @@ class Sequential(Model):
             raise NotImplementedError(f"layer '{layer.name}' is already in this model")
         if not self._layers and self._input_layer is None and layer.input_shape_arg is not None:
             self._input_layer = InputLayer(shape=layer.input_shape_arg, dtype=layer.dtype)
+        if not self.trainable:
+            layer.trainable = False  # a frozen model freezes what it holds (Model.trainable)
         self._layers.append(layer)
         if rebuild:
             self._maybe_build()

@@ -122,6 +122,10 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
     grad_x = _checks.check_out(grad_x, "grad_x", x.shape, x.dtype) if need_grad_x else None
     if dz_out is not None:
         _checks.check_out(dz_out, "dz_out", shape, x.dtype)
+    _checks.check_no_overlap(
+        [("grad_w", grad_w), ("grad_b", grad_b), ("grad_x", grad_x),
+         ("dz_out", None if dz_out is grad_out else dz_out)],
+        [("x", x), ("w", w), ("z", z), ("a", a), ("grad_out", grad_out)])
 
     dz = _backward(name, grad_out, z, a, param).reshape(-1, filters)
     if dz_out is not None:
@@ -138,6 +142,7 @@ def max_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid", ou
     means pool_size. out: (batch, out_h, out_w, channels). A NaN in a window is its max."""
     g = _checks.check_pool2d_inputs(x, pool_size, strides, padding)
     out = _checks.check_out(out, "out", _output_shape(g, g.channels), x.dtype)
+    _checks.check_no_overlap([("out", out)], [("x", x)])
     best = np.full(out.shape, -np.inf, x.dtype)
     for _, _, view in _window_views(_padded(x, g, -np.inf), g):
         best = np.maximum(best, view)  # np.maximum propagates NaN
@@ -180,6 +185,7 @@ def avg_pool2d_forward(x, *, pool_size=(2, 2), strides=None, padding="valid", ou
     x: (batch, height, width, channels) C-contiguous. out: (batch, out_h, out_w, channels)."""
     g = _checks.check_pool2d_inputs(x, pool_size, strides, padding)
     out = _checks.check_out(out, "out", _output_shape(g, g.channels), x.dtype)
+    _checks.check_no_overlap([("out", out)], [("x", x)])
     total = np.zeros(out.shape, x.dtype)
     for _, _, view in _window_views(_padded(x, g, 0), g):
         total += view

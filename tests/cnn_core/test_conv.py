@@ -468,3 +468,66 @@ def test_grouped_weight_gradient_sums_match_reference_for_any_thread_count(
     tol = 1e-4 if dtype == np.float32 else 1e-11
     for got, expected in zip(results[0], want):
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
+# ------------------------------------------------------------------------------------------
+# Review additions: outputs aliasing inputs, window bounds, need_grad_x=False paths
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("module", [cnn_core, ref], ids=["cnn_core", "reference"])
+def test_outputs_sharing_memory_with_inputs_are_refused(module):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 6, 3))
+    same = dict(pool_size=3, strides=1, padding="same")  # output shape == x's shape
+    with pytest.raises(ValueError, match="out must not share memory with x"):
+        module.max_pool2d_forward(x, out=x, **same)
+    with pytest.raises(ValueError, match="out must not share memory with x"):
+        module.avg_pool2d_forward(x, out=x, **same)
+    g = rng.standard_normal(x.shape)
+    for kind in ("max", "avg"):
+        backward = getattr(module, f"{kind}_pool2d_backward")
+        with pytest.raises(ValueError, match="grad_x must not share memory with grad_out"):
+            backward(x, g, grad_x=g, **same)
+        with pytest.raises(ValueError, match="grad_x must not share memory with x"):
+            backward(x, g, grad_x=x, **same)
+    w = rng.standard_normal((1, 1, 3, 3))  # a 1x1 kernel: grad_x has grad_out's shape
+    z = module.conv2d_forward(x, w, None)
+    with pytest.raises(ValueError, match="grad_x must not share memory with grad_out"):
+        module.conv2d_backward(x, w, z, z, g, grad_x=g)
+    with pytest.raises(ValueError, match="grad_w must not share memory with w"):
+        module.conv2d_backward(x, w, z, z, g, grad_w=w)
+    dz = np.empty_like(g)
+    with pytest.raises(ValueError, match="grad_x must not share memory with dz_out"):
+        module.conv2d_backward(x, w, z, z, g, grad_x=dz, dz_out=dz, activation="tanh")
+    # dz_out may be grad_out itself (documented)
+    gw, gb, gx = module.conv2d_backward(x, w, z, z, g.copy(), dz_out=None)
+    g2 = g.copy()
+    got = module.conv2d_backward(x, w, z, z, g2, dz_out=g2)
+    np.testing.assert_allclose(got[0], gw, rtol=1e-12)
+
+
+@pytest.mark.parametrize("module", [cnn_core, ref], ids=["cnn_core", "reference"])
+@pytest.mark.parametrize("size", [2**31, 2**62, 2**70])
+def test_windows_beyond_the_index_range_are_refused(module, size):
+    x = np.ones((1, 2, 2, 1))
+    with pytest.raises(ValueError, match="pool_size must be at most"):
+        module.max_pool2d_backward(x, x, pool_size=size, strides=1, padding="same")
+    with pytest.raises(ValueError, match="strides must be at most"):
+        module.avg_pool2d_forward(x, pool_size=1, strides=size)
+
+
+@pytest.mark.parametrize("case", [(3, 5, 5, 4, 6, (1, 1), (1, 1), "valid"), GROUPED],
+                         ids=["1x1", "grouped"])
+def test_no_grad_x_paths_match_reference(restore_threads, case):
+    rng = np.random.default_rng(9)
+    *_, strides, padding = case
+    x, w, b = _conv_inputs(rng, case, np.float64)
+    g = rng.standard_normal(_out_shape(case))
+    z = ref.conv2d_forward(x, w, b, strides=strides, padding=padding)
+    want = ref.conv2d_backward(x, w, z, z, g, strides=strides, padding=padding)
+    for threads in (1, 2):
+        cnn_core.set_num_threads(threads)
+        gw, gb, gx = cnn_core.conv2d_backward(x, w, z, z, g, strides=strides, padding=padding,
+                                              need_grad_x=False)
+        assert gx is None
+        np.testing.assert_allclose(gw, want[0], rtol=1e-11, atol=1e-11 * np.abs(want[0]).max())
+        np.testing.assert_allclose(gb, want[1], rtol=1e-11, atol=1e-11 * np.abs(want[1]).max())

@@ -502,3 +502,51 @@ def test_freezing_the_model_freezes_its_batch_normalization():
         np.testing.assert_array_equal(old, new)
     model.trainable = True
     assert all(layer.trainable for layer in model.layers)
+
+
+class _Subclassed(pynn.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(8)
+        self.norm = BatchNormalization()
+        self.out = layers.Dense(2, activation="softmax")
+
+    def call(self, x, training=False):
+        return self.out(self.norm(self.dense(x)))
+
+
+def _frozen_models():
+    set_random_seed(1)
+    sequential = pynn.Sequential([layers.Input((6,)), layers.Dense(8), BatchNormalization(),
+                                  layers.Dense(2, activation="softmax")], trainable=False)
+    inputs = layers.Input((6,))
+    outputs = layers.Dense(2, activation="softmax")(BatchNormalization()(layers.Dense(8)(inputs)))
+    functional = pynn.Model(inputs, outputs, trainable=False)
+    subclassed = _Subclassed(trainable=False)
+    subclassed.build((None, 6))
+    return {"sequential": sequential, "functional": functional, "subclassed": subclassed}
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_a_model_built_frozen_freezes_its_layers(kind):
+    model = _frozen_models()[kind]
+    assert all(not layer.trainable for layer in model.layers)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 6)).astype(np.float32) * 2 + 1
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, rng.integers(0, 2, 32), epochs=1, batch_size=8, verbose=0)
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_layers_added_to_a_frozen_sequential_are_frozen_and_a_frozen_dense_chain_fits():
+    model = pynn.Sequential([layers.Input((4,)), layers.Dense(3)], trainable=False)
+    model.add(layers.Dense(2, activation="softmax"))
+    assert not model.layers[-1].trainable
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.ones((8, 4), np.float32)
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, np.zeros(8, int), epochs=1, verbose=0)  # once: a ValueError in the trainer
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)

@@ -290,3 +290,24 @@ def check_no_overlap(outputs, inputs):
         for other_name, other in list(inputs) + outputs[i + 1:]:
             if other is not None and np.may_share_memory(out, other):
                 raise ValueError(f"{name} must not share memory with {other_name}")
+
+
+def check_conv2d_backward(x, w, z, a, grad_out, strides, padding, grad_w, grad_b, grad_x,
+                          need_grad_x, dz_out):
+    """The arguments of conv2d_backward, both backends'. Returns (WindowGeometry, grad_w,
+    grad_b, grad_x or None), the output buffers allocated where None was given."""
+    geometry = check_conv2d_inputs(x, w, None, strides, padding)
+    filters = w.shape[3]
+    for arr, arr_name in ((z, "z"), (a, "a"), (grad_out, "grad_out")):
+        check_window_output(arr, arr_name, geometry, filters, x.dtype)
+    grad_w = check_out(grad_w, "grad_w", w.shape, x.dtype)
+    grad_b = check_out(grad_b, "grad_b", (filters,), x.dtype)
+    grad_x = check_out(grad_x, "grad_x", x.shape, x.dtype) if need_grad_x else None
+    if dz_out is not None:
+        check_out(dz_out, "dz_out", (geometry.batch, geometry.out_h, geometry.out_w, filters),
+                  x.dtype)
+    check_no_overlap(
+        [("grad_w", grad_w), ("grad_b", grad_b), ("grad_x", grad_x),
+         ("dz_out", None if dz_out is grad_out else dz_out)],
+        [("x", x), ("w", w), ("z", z), ("a", a), ("grad_out", grad_out)])
+    return geometry, grad_w, grad_b, grad_x

@@ -491,21 +491,11 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
     False. dz_out: optional buffer that receives dz (allocated when None and the activation is
     not the identity). Returns (grad_w, grad_b, grad_x).
     """
-    geometry = _checks.check_conv2d_inputs(x, w, None, strides, padding)
+    geometry, grad_w, grad_b, grad_x = _checks.check_conv2d_backward(
+        x, w, z, a, grad_out, strides, padding, grad_w, grad_b, grad_x, need_grad_x, dz_out)
     filters = w.shape[3]
     shape = (geometry.batch, geometry.out_h, geometry.out_w, filters)
-    for arr, arr_name in ((z, "z"), (a, "a"), (grad_out, "grad_out")):
-        _checks.check_window_output(arr, arr_name, geometry, filters, x.dtype)
     name, act, param = _checks.resolve_activation(activation, param)
-    grad_w = _checks.check_out(grad_w, "grad_w", w.shape, x.dtype)
-    grad_b = _checks.check_out(grad_b, "grad_b", (filters,), x.dtype)
-    grad_x = _checks.check_out(grad_x, "grad_x", x.shape, x.dtype) if need_grad_x else None
-    if dz_out is not None:
-        _checks.check_out(dz_out, "dz_out", shape, x.dtype)
-    _checks.check_no_overlap(
-        [("grad_w", grad_w), ("grad_b", grad_b), ("grad_x", grad_x),
-         ("dz_out", None if dz_out is grad_out else dz_out)],
-        [("x", x), ("w", w), ("z", z), ("a", a), ("grad_out", grad_out)])
     if name == "identity" and dz_out is None:
         dz = grad_out
     else:

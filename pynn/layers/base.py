@@ -292,6 +292,16 @@ class Layer:
             self._buffers[key] = buf
         return buf
 
+    def _kernel_bias_grads(self, grad_kernel, grad_bias):
+        """``self.grads`` of a layer with ``kernel`` and (``use_bias``) ``bias`` weights: the
+        gradients of those that are trainable, in weight order."""
+        if not self.trainable:
+            return []
+        grads = [grad_kernel] if self.kernel.trainable else []
+        if self.use_bias and self.bias.trainable:
+            grads.append(grad_bias)
+        return grads
+
     def _add_regularizer_grads(self):
         """Add the regularizers' gradients to ``self.grads`` in place."""
         if not self._regularizers or not self.trainable:

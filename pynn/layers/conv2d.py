@@ -131,17 +131,10 @@ class Conv2D(Layer):
             padding=self.padding, activation=activation, param=self._param,
             grad_w=self._grad_w, grad_b=self._grad_b, grad_x=grad_x, need_grad_x=need_grad_x,
             dz_out=dz)
-        self.grads = self._trainable_grads()
+        self.grads = self._kernel_bias_grads(self._grad_w, self._grad_b)
         self._add_regularizer_grads()
         return grad_x if need_grad_x else None
 
-    def _trainable_grads(self):
-        if not self.trainable:
-            return []
-        grads = [self._grad_w] if self.kernel.trainable else []
-        if self.use_bias and self.bias.trainable:
-            grads.append(self._grad_b)
-        return grads
 
     def get_config(self):
         config = super().get_config()

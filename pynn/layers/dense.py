@@ -113,19 +113,12 @@ class Dense(Layer):
             self._x, self.kernel.value, self._z, self._a, grad, activation, param=self._param,
             grad_w=self._grad_w, grad_b=self._grad_b, grad_x=grad_x, need_grad_x=need_grad_x,
             **extra)
-        self.grads = self._trainable_grads()
+        self.grads = self._kernel_bias_grads(self._grad_w, self._grad_b)
         self._add_regularizer_grads()
         if grad_x is None:
             return None
         return grad_x if grad_y.ndim == 2 else grad_x.reshape(grad_y.shape[:-1] + (-1,))
 
-    def _trainable_grads(self):
-        if not self.trainable:
-            return []
-        grads = [self._grad_w] if self.kernel.trainable else []
-        if self.use_bias and self.bias.trainable:
-            grads.append(self._grad_b)
-        return grads
 
     def get_config(self):
         config = super().get_config()

@@ -111,21 +111,11 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
         grad_x = col2im(dz W^T)          x's shape; None when need_grad_x is False
     dz_out: optional buffer that receives dz (may be grad_out). Returns (grad_w, grad_b, grad_x).
     """
-    g = _checks.check_conv2d_inputs(x, w, None, strides, padding)
+    g, grad_w, grad_b, grad_x = _checks.check_conv2d_backward(
+        x, w, z, a, grad_out, strides, padding, grad_w, grad_b, grad_x, need_grad_x, dz_out)
     filters = w.shape[3]
     shape = _output_shape(g, filters)
-    for arr, arr_name in ((z, "z"), (a, "a"), (grad_out, "grad_out")):
-        _checks.check_window_output(arr, arr_name, g, filters, x.dtype)
     name, _, param = _checks.resolve_activation(activation, param)
-    grad_w = _checks.check_out(grad_w, "grad_w", w.shape, x.dtype)
-    grad_b = _checks.check_out(grad_b, "grad_b", (filters,), x.dtype)
-    grad_x = _checks.check_out(grad_x, "grad_x", x.shape, x.dtype) if need_grad_x else None
-    if dz_out is not None:
-        _checks.check_out(dz_out, "dz_out", shape, x.dtype)
-    _checks.check_no_overlap(
-        [("grad_w", grad_w), ("grad_b", grad_b), ("grad_x", grad_x),
-         ("dz_out", None if dz_out is grad_out else dz_out)],
-        [("x", x), ("w", w), ("z", z), ("a", a), ("grad_out", grad_out)])
 
     dz = _backward(name, grad_out, z, a, param).reshape(-1, filters)
     if dz_out is not None:

@@ -311,3 +311,15 @@ def check_conv2d_backward(x, w, z, a, grad_out, strides, padding, grad_w, grad_b
          ("dz_out", None if dz_out is grad_out else dz_out)],
         [("x", x), ("w", w), ("z", z), ("a", a), ("grad_out", grad_out)])
     return geometry, grad_w, grad_b, grad_x
+
+
+def check_conv2d_forward(x, w, b, strides, padding, out, z_out):
+    """The arguments of conv2d_forward, both backends'. Returns (WindowGeometry, out), out
+    allocated when None was given."""
+    geometry = check_conv2d_inputs(x, w, b, strides, padding)
+    shape = (geometry.batch, geometry.out_h, geometry.out_w, w.shape[3])
+    out = check_out(out, "out", shape, x.dtype)
+    if z_out is not None:
+        check_out(z_out, "z_out", shape, x.dtype)
+    check_no_overlap([("z_out", z_out), ("out", out)], [("x", x), ("w", w), ("b", b)])
+    return geometry, out

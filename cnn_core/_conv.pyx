@@ -1,19 +1,21 @@
 """2-D convolution and pooling over NHWC images, forward and backward (docs/kernel_api.md).
 
-conv2d is im2col + GEMM. A chunk of whole images is unrolled into ``cols``: one row per output
-pixel, its receptive field in (i, j, c) order, zeros where the window hangs over the padding.
-Then z = cols W + b is one GEMM whose write-back adds the bias and applies f (as _dense does).
-Backward, chunk by chunk: dW += cols^T dz, then dcols = dz W^T overwrites cols and col2im
-gathers it back: each input pixel sums, in fixed (i, j) order, the entries of the output
-pixels that read it. Threads split input pixels, so nothing races and no sum changes order
-with the thread count. A 1x1 kernel with stride 1 reads x itself as cols.
+conv2d is im2col + GEMM. A chunk of whole images (about CHUNK_BYTES of columns, sized from the
+shape alone) is unrolled into ``cols``: one row per output pixel, its receptive field in
+(i, j, c) order, zeros where the window hangs over the padding. Then z = cols W + b is one GEMM
+whose write-back adds the bias and applies f (as _dense does). With at least as many chunks as
+threads, each thread runs whole chunks on one-thread GEMMs; else the chunks run in turn on a
+threaded GEMM. The bits are the same either way. A 1x1 kernel with stride 1 reads x as cols.
 
-Chunks hold whole images and are sized from the shape alone (about CHUNK_BYTES of cols), so the
-float sums of dW, chunk after chunk, are the same for every thread count.
+Backward: dW^T is summed chunk by chunk within fixed groups of chunks, one partial per group,
+then the partials in group order (the grouping depends on the shape alone, so no sum changes
+order with the thread count); dcols = dz W^T overwrites cols and col2im gathers it back: each
+input pixel sums, in fixed (i, j) order, the entries of the output pixels that read it, so no
+two threads write one pixel.
 
-Pooling scans each window over channel vectors. The max-pool backward first records each
-window's argmax, then gathers per input pixel like col2im; the average-pool backward gathers
-grad / count the same way.
+Pooling scans each window over channel vectors. The max-pool backward recomputes each
+window's argmax; windows that cannot overlap store the gradient at it, overlapping ones gather
+per input pixel like col2im. The average-pool backward gathers grad / count the same way.
 """
 import numpy as np
 cimport numpy as cnp
@@ -26,6 +28,7 @@ from cnn_core._threads cimport get_num_threads_c, threads_for_elements
 from cnn_core._gemm cimport gemm_raw
 from cnn_core._dense cimport column_sums
 from cnn_core import _checks
+from cnn_core._activations import activation_forward, activation_backward
 
 cnp.import_array()
 
@@ -436,18 +439,9 @@ def conv2d_forward(x, w, b, *, strides=(1, 1), padding="valid", activation="iden
     'valid' or 'same' (Keras' rules). out, z_out: (batch, out_h, out_w, filters); z_out,
     when given, receives z. Returns out.
     """
-    geometry = _checks.check_conv2d_inputs(x, w, b, strides, padding)
+    geometry, out = _checks.check_conv2d_forward(x, w, b, strides, padding, out, z_out)
     name, act, param = _checks.resolve_activation(activation, param)
     filters = w.shape[3]
-    shape = (geometry.batch, geometry.out_h, geometry.out_w, filters)
-    out = _checks.check_out(out, "out", shape, x.dtype)
-    if z_out is not None:
-        _checks.check_out(z_out, "z_out", shape, x.dtype)
-        if np.may_share_memory(z_out, out):
-            raise ValueError("z_out must not share memory with out")
-    for arr, arr_name in ((x, "x"), (w, "w")):
-        if np.may_share_memory(out, arr) or (z_out is not None and np.may_share_memory(z_out, arr)):
-            raise ValueError(f"out/z_out must not share memory with {arr_name}")
     row_wise = name in _checks.ROW_WISE_ACTIVATIONS
     cdef window_geometry g = _geometry(geometry)
     cdef intp_t F = filters
@@ -475,7 +469,6 @@ def conv2d_forward(x, w, b, *, strides=(1, 1), padding="valid", activation="iden
         raise MemoryError("conv2d_forward: could not allocate the im2col/GEMM workspace")
     if row_wise:
         # softmax needs whole rows (all filters of a pixel): one pass after the GEMM.
-        from cnn_core._activations import activation_forward
         activation_forward(out, name, out=out)
     return out
 
@@ -500,7 +493,6 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
         dz = grad_out
     else:
         dz = _checks.check_out(dz_out, "dz_out", shape, x.dtype)
-        from cnn_core._activations import activation_backward
         activation_backward(grad_out, z, a, name, param=param, out=dz)
     cdef window_geometry g = _geometry(geometry)
     cdef intp_t F = filters

@@ -75,18 +75,10 @@ def conv2d_forward(x, w, b, *, strides=(1, 1), padding="valid", activation="iden
     padding: 'valid' or 'same'. activation: any name (softmax/log_softmax over the filters).
     out, z_out: (batch, out_h, out_w, filters); z_out, when given, receives z. Returns out.
     """
-    g = _checks.check_conv2d_inputs(x, w, b, strides, padding)
+    g, out = _checks.check_conv2d_forward(x, w, b, strides, padding, out, z_out)
     name, _, param = _checks.resolve_activation(activation, param)
     filters = w.shape[3]
     shape = _output_shape(g, filters)
-    out = _checks.check_out(out, "out", shape, x.dtype)
-    if z_out is not None:
-        _checks.check_out(z_out, "z_out", shape, x.dtype)
-        if np.may_share_memory(z_out, out):
-            raise ValueError("z_out must not share memory with out")
-    for arr, arr_name in ((x, "x"), (w, "w")):
-        if np.may_share_memory(out, arr) or (z_out is not None and np.may_share_memory(z_out, arr)):
-            raise ValueError(f"out/z_out must not share memory with {arr_name}")
 
     z = im2col(x, g) @ w.reshape(-1, filters)
     if b is not None:

@@ -495,6 +495,9 @@ def test_outputs_sharing_memory_with_inputs_are_refused(module):
         module.conv2d_backward(x, w, z, z, g, grad_x=g)
     with pytest.raises(ValueError, match="grad_w must not share memory with w"):
         module.conv2d_backward(x, w, z, z, g, grad_w=w)
+    out = np.empty(z.shape)
+    with pytest.raises(ValueError, match="out must not share memory with b"):
+        module.conv2d_forward(x, w, out.reshape(-1)[:3], out=out)  # b a view of out
     dz = np.empty_like(g)
     with pytest.raises(ValueError, match="grad_x must not share memory with dz_out"):
         module.conv2d_backward(x, w, z, z, g, grad_x=dz, dz_out=dz, activation="tanh")

@@ -8,7 +8,7 @@ reduction forward and one broadcast backward, into buffers reused per batch shap
 import numpy as np
 
 from pynn.layers.base import Layer
-from pynn.layers.conv2d import (
+from pynn.layers.windows import (
     check_image_input,
     check_image_shape,
     standardize_data_format,
@@ -17,7 +17,6 @@ from pynn.layers.conv2d import (
 
 class _GlobalPooling2D(Layer):
     """Arguments, output shape and buffers of the global poolings."""
-
 
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(**kwargs)
@@ -68,7 +67,6 @@ class _GlobalPooling2D(Layer):
 
 class GlobalAveragePooling2D(_GlobalPooling2D):
     """The mean over height and width of each (image, channel)."""
-
 
     def _reduce(self, x, out):
         np.mean(x, axis=(1, 2), out=out)

@@ -13,7 +13,6 @@ from pynn.layers.global_average_pooling2d import _GlobalPooling2D
 class GlobalMaxPooling2D(_GlobalPooling2D):
     """The max over height and width of each (image, channel)."""
 
-
     def _reduce(self, x, out):
         np.max(x, axis=(1, 2), out=out)  # propagates NaN
 

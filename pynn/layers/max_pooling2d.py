@@ -8,7 +8,7 @@ never count (a max ignores them, a mean divides by the real pixels only).
 """
 from pynn.backend import get_backend
 from pynn.layers.base import Layer
-from pynn.layers.conv2d import (
+from pynn.layers.windows import (
     check_image_input,
     standardize_data_format,
     standardize_pair,

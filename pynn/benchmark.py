@@ -310,6 +310,19 @@ def _torch_epoch(model, opt, xt, yt, batch, steps=None):
             break
 
 
+def _median_epochs(epochs, rounds):
+    """{impl: median seconds} of ``rounds`` rounds, each running every impl's epoch once in
+    turn (so machine noise hits them alike)."""
+    seconds = {impl: [] for impl in epochs}
+    for _ in range(rounds):
+        for impl, epoch in epochs.items():
+            quiesce()
+            t0 = time.perf_counter()
+            epoch()
+            seconds[impl].append(time.perf_counter() - t0)
+    return {impl: float(np.median(v)) for impl, v in seconds.items()}
+
+
 def bench_training(table, quick):
     """One epoch of each model: pynn and PyTorch alternate for a few rounds (median), the
     NumPy reference runs 50 steps once and is scaled to the epoch."""
@@ -332,14 +345,7 @@ def bench_training(table, quick):
             xt, yt = torch.from_numpy(x), torch.from_numpy(y)
             _torch_epoch(tm, opt, xt, yt, batch, steps=4)
             epochs["torch"] = lambda: _torch_epoch(tm, opt, xt, yt, batch)
-        seconds = {impl: [] for impl in epochs}
-        for _ in range(rounds):
-            for impl, epoch in epochs.items():
-                quiesce()
-                t0 = time.perf_counter()
-                epoch()
-                seconds[impl].append(time.perf_counter() - t0)
-        times = {impl: float(np.median(v)) for impl, v in seconds.items()}
+        times = _median_epochs(epochs, rounds)
         peak = _peak_gflops()
         share = flops / times["pynn"] / 1e9 / peak
         # The NumPy reference is slow: time a slice of the epoch and scale it.
@@ -448,14 +454,7 @@ def _bench_cnn_epoch(table):
         yt = torch.from_numpy(y)
         _torch_epoch(tm, opt, xt, yt, batch, steps=2)
         epochs["torch"] = lambda: _torch_epoch(tm, opt, xt, yt, batch)
-    seconds = {impl: [] for impl in epochs}
-    for _ in range(3):
-        for impl, epoch in epochs.items():
-            quiesce()
-            t0 = time.perf_counter()
-            epoch()
-            seconds[impl].append(time.perf_counter() - t0)
-    times = {impl: float(np.median(v)) for impl, v in seconds.items()}
+    times = _median_epochs(epochs, 3)
     ref_steps = min(5, n // batch)
     ref_model = _pynn_convnet("numpy")
     quiesce()

@@ -15,6 +15,18 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
                   const floating *bias, floating *z_out, intp_t rs_z,
                   int act, floating act_param, int num_threads) noexcept nogil
 
+# gemm_raw, and row_nonfinite[0] = 1 when some row's first pre-activation (c[i, 0] after the
+# bias, before the activation) is not finite; never cleared. With alpha != 0 a NaN or inf in
+# row i of a makes all of c[i, :] non-finite, whatever b holds, so a flag left at 0 proves `a`
+# finite at no extra pass over it; a set flag means a non-finite `a` or an overflow.
+cdef int gemm_flag_nonfinite_raw(intp_t m, intp_t n, intp_t k, floating alpha,
+                                 const floating *a, intp_t rs_a, intp_t cs_a,
+                                 const floating *b, intp_t rs_b, intp_t cs_b, floating beta,
+                                 floating *c, intp_t rs_c, intp_t cs_c,
+                                 const floating *bias, floating *z_out, intp_t rs_z,
+                                 int act, floating act_param, int *row_nonfinite,
+                                 int num_threads) noexcept nogil
+
 # c = (a @ b) * f'(z) elementwise, c's columns contiguous: the gradient GEMM dx = dz W^T of a
 # dense layer carried through the activation of the layer below (d_act: its elementwise
 # CNN_ACT_* id; d_z, d_a: its pre-activation and output, m x n, rows rs_d apart). The same

@@ -27,6 +27,7 @@ cdef extern from "gemm_driver.h" nogil:
         const float *d_a
         intp_t rs_d
         float d_param
+        int *row_nonfinite
     ctypedef struct cnn_epilogue_f64:
         const double *bias
         double *z_out
@@ -38,6 +39,7 @@ cdef extern from "gemm_driver.h" nogil:
         const double *d_a
         intp_t rs_d
         double d_param
+        int *row_nonfinite
     int cnn_gemm_f32(intp_t M, intp_t N, intp_t K, float alpha, const float *A, intp_t rs_a,
                      intp_t cs_a, const float *B, intp_t rs_b, intp_t cs_b, float beta,
                      float *C, intp_t rs_c, intp_t cs_c, const cnn_epilogue_f32 *ep,
@@ -60,9 +62,21 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
                   floating *c, intp_t rs_c, intp_t cs_c,
                   const floating *bias, floating *z_out, intp_t rs_z,
                   int act, floating act_param, int num_threads) noexcept nogil:
+    return gemm_flag_nonfinite_raw(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c,
+                                   cs_c, bias, z_out, rs_z, act, act_param, NULL, num_threads)
+
+
+cdef int gemm_flag_nonfinite_raw(intp_t m, intp_t n, intp_t k, floating alpha,
+                                 const floating *a, intp_t rs_a, intp_t cs_a,
+                                 const floating *b, intp_t rs_b, intp_t cs_b, floating beta,
+                                 floating *c, intp_t rs_c, intp_t cs_c,
+                                 const floating *bias, floating *z_out, intp_t rs_z,
+                                 int act, floating act_param, int *row_nonfinite,
+                                 int num_threads) noexcept nogil:
     cdef cnn_epilogue_f32 ep32
     cdef cnn_epilogue_f64 ep64
-    cdef bint has_epilogue = bias != NULL or z_out != NULL or act != 0
+    cdef bint has_epilogue = (bias != NULL or z_out != NULL or act != 0
+                              or row_nonfinite != NULL)
     if floating is float:
         ep32.bias = bias
         ep32.z_out = z_out
@@ -70,6 +84,7 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
         ep32.act = act
         ep32.param = act_param
         ep32.d_act = 0
+        ep32.row_nonfinite = row_nonfinite
         return cnn_gemm_f32(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
                             &ep32 if has_epilogue else NULL, num_threads)
     else:
@@ -79,6 +94,7 @@ cdef int gemm_raw(intp_t m, intp_t n, intp_t k, floating alpha,
         ep64.act = act
         ep64.param = act_param
         ep64.d_act = 0
+        ep64.row_nonfinite = row_nonfinite
         return cnn_gemm_f64(m, n, k, alpha, a, rs_a, cs_a, b, rs_b, cs_b, beta, c, rs_c, cs_c,
                             &ep64 if has_epilogue else NULL, num_threads)
 
@@ -100,6 +116,7 @@ cdef int gemm_act_backward_raw(intp_t m, intp_t n, intp_t k,
         ep32.d_a = d_a
         ep32.rs_d = rs_d
         ep32.d_param = d_param
+        ep32.row_nonfinite = NULL
         return cnn_gemm_f32(m, n, k, 1, a, rs_a, cs_a, b, rs_b, cs_b, 0, c, rs_c, 1, &ep32,
                             num_threads)
     else:
@@ -111,6 +128,7 @@ cdef int gemm_act_backward_raw(intp_t m, intp_t n, intp_t k,
         ep64.d_a = d_a
         ep64.rs_d = rs_d
         ep64.d_param = d_param
+        ep64.row_nonfinite = NULL
         return cnn_gemm_f64(m, n, k, 1, a, rs_a, cs_a, b, rs_b, cs_b, 0, c, rs_c, 1, &ep64,
                             num_threads)
 

@@ -27,7 +27,7 @@ from numpy.random cimport bitgen_t
 
 from cnn_core._typedefs cimport intp_t
 from cnn_core._threads cimport get_num_threads_c, threads_for_elements
-from cnn_core._gemm cimport gemm_raw
+from cnn_core._gemm cimport gemm_raw, gemm_flag_nonfinite_raw
 from cnn_core._dense cimport dense_backward_raw
 from cnn_core._losses cimport (softmax_ce_sparse_raw, softmax_ce_raw, mse_raw, mae_raw,
                                bce_logits_raw, elementwise_loss_partials)
@@ -515,7 +515,7 @@ cdef class DenseChainTrainer:
                         threads_for_elements(rows * outs))
 
         # 2. Forward: one GEMM per layer, bias and activation in its epilogue.
-        status = self._forward(self.x_batch, rows, nt, True)
+        status = self._forward(self.x_batch, rows, nt, True, NULL)
         if status != 0:
             return status
 
@@ -576,10 +576,13 @@ cdef class DenseChainTrainer:
             return self.dropped[i]
         return self.x_batch if i == 0 else self.a[i - 1]
 
-    cdef int _forward(self, const float *x, intp_t rows, int nt, bint training) noexcept nogil:
+    cdef int _forward(self, const float *x, intp_t rows, int nt, bint training,
+                      int *x_nonfinite) noexcept nogil:
         """a[i] = f(a[i-1] W_i + b_i) for every layer (the last one's output: logits when the
         loss fuses its activation). x: (rows, features) contiguous. Training: each layer's
-        input dropout is applied first (dropped[i] = input * mask[i])."""
+        input dropout is applied first (dropped[i] = input * mask[i]). x_nonfinite (or NULL):
+        set to 1 when a first-layer pre-activation is not finite, as it is for every row of x
+        holding a NaN or inf (gemm_flag_nonfinite_raw)."""
         cdef int i, status
         cdef const float *inp = x
         for i in range(self.n_layers):
@@ -587,21 +590,27 @@ cdef class DenseChainTrainer:
                 dropout_forward(inp, self.drop_mask[i], self.dropped[i], rows * self.fan_in[i],
                                 self.drop_rate[i], self.drop_scale[i], self.drop_rng[i])
                 inp = self.dropped[i]
-            status = gemm_raw[float](rows, self.units[i], self.fan_in[i], 1.0, inp,
-                                     self.fan_in[i], 1, self.kernel[i], self.units[i], 1, 0.0,
-                                     self.a[i], self.units[i], 1, self.bias[i],
-                                     self.z[i] if self.z[i] != self.a[i] else NULL,
-                                     self.units[i], self.act[i], self.act_param[i], nt)
+            status = gemm_flag_nonfinite_raw[float](
+                rows, self.units[i], self.fan_in[i], 1.0, inp, self.fan_in[i], 1, self.kernel[i],
+                self.units[i], 1, 0.0, self.a[i], self.units[i], 1, self.bias[i],
+                self.z[i] if self.z[i] != self.a[i] else NULL, self.units[i], self.act[i],
+                self.act_param[i], x_nonfinite if i == 0 else NULL, nt)
             if status != 0:
                 return status
             inp = self.a[i]
         return 0
 
-    def predict(self, x, out):
+    def predict(self, x, out, bint prove_finite=True):
         """out = model(x) in batches of batch_size, without Python per layer.
 
         x: (n, features) float32 C-contiguous; out: (n, outputs) float32 C-contiguous. The
         output activation the loss fuses (softmax / sigmoid) is applied here.
+
+        prove_finite: x is shown free of NaN and inf on the way, without a pass of its own:
+        a NaN or inf in a row makes all of that row's first-layer pre-activations non-finite.
+        Returns False, out unfinished, at the first batch where one is not finite (x holds a
+        NaN or inf, or the first layer overflowed: the caller checks x, and calls again with
+        prove_finite=False if x is finite); True when out is complete.
         """
         if x.dtype != np.float32 or not x.flags.c_contiguous or x.ndim != 2:
             raise ValueError("x must be a C-contiguous float32 2-D array")
@@ -612,13 +621,14 @@ cdef class DenseChainTrainer:
         cdef const float *xp = <const float *>cnp.PyArray_DATA(x)
         cdef float *op = <float *>cnp.PyArray_DATA(out)
         cdef float *dst
-        cdef int status = 0, nt = get_num_threads_c()
+        cdef int status = 0, nt = get_num_threads_c(), nonfinite = 0
         with nogil:
             row0 = 0
             while row0 < n:
                 rows = min(self.batch_size, n - row0)
-                status = self._forward(xp + row0 * self.n_features, rows, nt, False)
-                if status != 0:
+                status = self._forward(xp + row0 * self.n_features, rows, nt, False,
+                                       &nonfinite if prove_finite else NULL)
+                if status != 0 or nonfinite:
                     break
                 dst = op + row0 * outs
                 memcpy(dst, self.a[self.n_layers - 1], rows * outs * sizeof(float))
@@ -630,7 +640,7 @@ cdef class DenseChainTrainer:
                 row0 += rows
         if status != 0:
             raise MemoryError("could not allocate the GEMM workspace")
-        return out
+        return not nonfinite
 
     cdef void _count_correct(self, const float *out, intp_t rows, intp_t *correct,
                              intp_t *compared) noexcept nogil:

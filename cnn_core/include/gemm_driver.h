@@ -129,6 +129,8 @@ ATTR static void NAME(const cnn_epilogue_##N *ep, T *c, int64_t rs_c, int64_t ro
             const T *bias = ep->bias + col0;                                                 \
             for (int64_t j = 0; j < n; j++) row[j] += bias[j];                               \
         }                                                                                    \
+        if (ep->row_nonfinite != NULL && col0 == 0 && n > 0 && !__builtin_isfinite(row[0]))  \
+            __atomic_store_n(ep->row_nonfinite, 1, __ATOMIC_RELAXED);                        \
         if (ep->z_out != NULL)                                                               \
             memcpy(ep->z_out + (row0 + i) * ep->rs_z + col0, row, (size_t)n * sizeof(T));    \
         cnn_act_apply_##N(ep->act, row, row, n, ep->param);                                  \
@@ -183,6 +185,12 @@ struct cnn_epilogue_##N {                                                       
     const T *d_z, *d_a;                                                                      \
     int64_t rs_d;                                                                            \
     T d_param;                                                                               \
+    /* Not NULL: set to 1 when a row's first pre-activation (column 0 after the bias) is    */ \
+    /* not finite. A NaN or inf in a row of A makes every entry of that row of C non-finite */ \
+    /* (NaN and inf survive every product and sum, whatever B holds), so a flag left at 0   */ \
+    /* proves A finite without reading it again; a set flag means a non-finite A or an      */ \
+    /* overflow, which the caller tells apart.                                              */ \
+    int *row_nonfinite;                                                                      \
 };                                                                                           \
                                                                                              \
 /* rows x width block, source rows `stride` apart -> dst rows packed `width` apart. The tile \

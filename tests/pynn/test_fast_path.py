@@ -454,3 +454,70 @@ def test_compiled_predict_equals_python_predict(out_activation, n, batch_size):
     # One sample alone gives the same bits as inside a batch.
     model.jit_compile = True
     assert model.predict(x[:1], verbose=0).tobytes() == fast[:1].tobytes()
+
+
+def _predict_model(first_units, use_bias=True, activation="relu"):
+    pynn.utils.set_random_seed(5)
+    model = pynn.Sequential([layers.Input(shape=(20,)),
+                             layers.Dense(first_units, activation=activation, use_bias=use_bias),
+                             layers.Dense(4, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+# first_units: 16 takes the tiled GEMM, 3 the narrow-C path (C^T = B^T A^T); n = 1 the GEMV.
+@pytest.mark.parametrize("first_units, use_bias, activation",
+                         [(16, True, "relu"), (3, True, "relu"), (16, False, "linear")])
+@pytest.mark.parametrize("n, row", [(1, 0), (700, 0), (700, 699), (1300, 640)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_compiled_predict_refuses_non_finite_x_it_does_not_scan(first_units, use_bias,
+                                                                activation, n, row, bad):
+    """The compiled predict proves x finite from the first layer's pre-activations instead of a
+    pass over x: a NaN or inf anywhere, in any batch, still raises. ReLU would hide a NaN
+    (max(NaN, 0) is 0), and a zero weight column would not (NaN * 0 is NaN): both are here."""
+    from pynn.models.fast_path import compiled_predictor
+
+    model = _predict_model(first_units, use_bias, activation)
+    kernel = model.layers[0].kernel.value
+    kernel[:, 0] = 0.0  # column 0, the one the check reads, multiplies x by zeros
+    x, _ = _data(n=n)
+    x[row, 7] = bad
+    assert compiled_predictor(model, 512) is not None
+    with pytest.raises(ValueError, match=r"x contains non-finite values \((NaN|inf)\)"):
+        model.predict(x, verbose=0)
+    model.jit_compile = False
+    with pytest.raises(ValueError, match="non-finite"):
+        model.predict(x, verbose=0)
+
+
+def test_compiled_predict_of_finite_x_that_overflows_matches_the_python_loop():
+    """Finite x whose first layer overflows to inf is valid input: the predictor's check flags
+    it, x is found finite, and the outputs are the per-layer loop's (NaN where it overflowed)."""
+    model = _predict_model(16, activation="linear")
+    x, _ = _data(n=1200)
+    x[900] = 3e38
+    fast = model.predict(x, verbose=0)
+    model.jit_compile = False
+    slow = model.predict(x, verbose=0)
+    assert not np.isfinite(fast[900]).any()
+    np.testing.assert_array_equal(np.isfinite(fast), np.isfinite(slow))
+    finite = np.isfinite(slow)
+    np.testing.assert_allclose(fast[finite], slow[finite], rtol=1e-6, atol=1e-7)
+
+
+def test_predictor_reports_a_non_finite_first_layer_and_stops():
+    from pynn.models.fast_path import compiled_predictor
+
+    model = _predict_model(16)
+    x, _ = _data(n=40)
+    predictor = compiled_predictor(model, 16)
+    clean = np.zeros((40, 4), np.float32)
+    assert predictor.predict(x, clean) is True
+    x[20, 3] = np.nan
+    out = np.full((40, 4), -1, np.float32)
+    assert predictor.predict(x, out) is False
+    assert (out[16:] == -1).all(), "it went on past the batch holding the NaN"
+    # Unchecked, the NaN row comes out as a plausible distribution: ReLU zeroed it.
+    assert predictor.predict(x, out, prove_finite=False) is True
+    np.testing.assert_array_equal(np.delete(out, 20, axis=0), np.delete(clean, 20, axis=0))
+    assert np.isfinite(out[20]).all()

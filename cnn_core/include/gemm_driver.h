@@ -632,6 +632,43 @@ static int cnn_gemm_run_##N(const cnn_gemm_ctx_##N *ctx, int64_t M, int64_t Nn, 
 CNN_DEFINE_GEMM(float, f32)
 CNN_DEFINE_GEMM(double, f64)
 
+#if CNN_HAVE_X86_KERNELS
+/* The epilogue's common cases, bias + identity/ReLU (forward) and ReLU' (backward dx), on a
+ * tile whose width is a multiple of 8, in one pass of registers: the general epilogue makes a
+ * call per row, which cost more than the micro-kernel itself when K is small (a 3x3 convolution
+ * of one channel has K = 9). The same operations as cnn_act_apply/backward's AVX2 loops, so the
+ * same bits. Other cases go to the general epilogue. */
+CNN_AVX2_TARGET static void cnn_epilogue_tile_fast_avx2_f32(const cnn_epilogue_f32 *ep, float *c,
+                                                           int64_t rs_c, int64_t row0,
+                                                           int64_t col0, int64_t m, int64_t n) {
+    const int relu = ep->act == CNN_ACT_RELU, relu_below = ep->d_act == CNN_ACT_RELU;
+    if ((n & 7) != 0 || (ep->act != CNN_ACT_IDENTITY && !relu)
+        || (ep->d_act > 0 && !relu_below)) {
+        cnn_epilogue_tile_avx2_f32(ep, c, rs_c, row0, col0, m, n);
+        return;
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    const float *bias = ep->bias == NULL ? NULL : ep->bias + col0;
+    const int check = ep->row_nonfinite != NULL && col0 == 0;
+    for (int64_t i = 0; i < m; i++) {
+        float *row = c + i * rs_c;
+        float *z = ep->z_out == NULL ? NULL : ep->z_out + (row0 + i) * ep->rs_z + col0;
+        const float *below = relu_below ? ep->d_z + (row0 + i) * ep->rs_d + col0 : NULL;
+        for (int64_t j = 0; j < n; j += 8) {
+            __m256 v = _mm256_loadu_ps(row + j);
+            if (bias != NULL) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+            if (check && j == 0 && !__builtin_isfinite(_mm256_cvtss_f32(v)))
+                __atomic_store_n(ep->row_nonfinite, 1, __ATOMIC_RELAXED);
+            if (z != NULL) _mm256_storeu_ps(z + j, v);
+            if (relu) v = _mm256_and_ps(v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
+            if (below != NULL)
+                v = _mm256_and_ps(v, _mm256_cmp_ps(_mm256_loadu_ps(below + j), zero, _CMP_GT_OQ));
+            _mm256_storeu_ps(row + j, v);
+        }
+    }
+}
+#endif
+
 /* Every kernel family: its tile, its cache blocks and its entry points (BLIS's context). */
 #define CNN_CTX(ISA, ISA_UP, N, N_UP, ROWS, COPYB, GEMV, PACK_A, PACK_T8, EPILOGUE)           \
     {CNN_##ISA_UP##_##N_UP##_MR, CNN_##ISA_UP##_##N_UP##_NR, CNN_##ISA_UP##_##N_UP##_MB,      \
@@ -645,7 +682,7 @@ static const cnn_gemm_ctx_f64 cnn_ctx_ref_f64 = CNN_CTX_REF(f64, F64);
 #if CNN_HAVE_X86_KERNELS
 static const cnn_gemm_ctx_f32 cnn_ctx_avx2_f32 =
     CNN_CTX(avx2, AVX2, f32, F32, cnn_ukr_avx2_f32_rows, cnn_ukr_avx2_f32_copyb, cnn_gemv_avx2_f32,
-            cnn_pack_t_rows6_avx2_f32, cnn_pack_t_rows8_avx2_f32, cnn_epilogue_tile_avx2_f32);
+            cnn_pack_t_rows6_avx2_f32, cnn_pack_t_rows8_avx2_f32, cnn_epilogue_tile_fast_avx2_f32);
 static const cnn_gemm_ctx_f64 cnn_ctx_avx2_f64 =
     CNN_CTX(avx2, AVX2, f64, F64, cnn_ukr_avx2_f64_rows, cnn_ukr_avx2_f64_copyb, cnn_gemv_avx2_f64,
             NULL, NULL, cnn_epilogue_tile_avx2_f64);
@@ -655,7 +692,7 @@ static const cnn_gemm_ctx_f64 cnn_ctx_avx2_f64 =
 static const cnn_gemm_ctx_f32 cnn_ctx_avx512_f32 =
     CNN_CTX(avx512, AVX512, f32, F32, cnn_ukr_avx512_f32_rows, cnn_ukr_avx512_f32_copyb,
             cnn_gemv_avx512_f32, cnn_pack_t_rows8_avx2_f32, cnn_pack_t_rows8_avx2_f32,
-            cnn_epilogue_tile_avx2_f32);
+            cnn_epilogue_tile_fast_avx2_f32);
 static const cnn_gemm_ctx_f64 cnn_ctx_avx512_f64 =
     CNN_CTX(avx512, AVX512, f64, F64, cnn_ukr_avx512_f64_rows, cnn_ukr_avx512_f64_copyb,
             cnn_gemv_avx512_f64, NULL, NULL, cnn_epilogue_tile_avx2_f64);

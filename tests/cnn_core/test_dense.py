@@ -108,6 +108,25 @@ def test_bitwise_identical_for_any_thread_count(restore_threads, activation):
     assert results[1] == results[0] and results[2] == results[0]
 
 
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
+@pytest.mark.parametrize("units", [16, 20, 40])
+def test_forward_epilogue_bits_do_not_depend_on_the_tile(activation, units):
+    """Full 8-multiple tiles take the one-pass epilogue, a single sample (GEMV) of 20 units and
+    the tiles' 4-wide edges the per-row one: both must give every output the same bits. x holds
+    -0, NaN-free negatives and zeros, so ReLU's sign handling is exercised."""
+    rng = np.random.default_rng(units)
+    x, w, b = _inputs(rng, 13, 37, units, np.float32)
+    x[3] = 0.0
+    x[4] = -0.0
+    b[:5] = 0.0
+    z = np.empty((13, units), np.float32)
+    a = cnn_core.dense_forward(x, w, b, activation, z_out=z)
+    for i in range(13):
+        z1 = np.empty((1, units), np.float32)
+        a1 = cnn_core.dense_forward(x[i:i + 1], w, b, activation, z_out=z1)
+        assert a1.tobytes() == a[i:i + 1].tobytes() and z1.tobytes() == z[i:i + 1].tobytes()
+
+
 def test_bad_input():
     x = np.ones((4, 3), np.float32)
     w = np.ones((3, 2), np.float32)

@@ -48,6 +48,10 @@ cdef extern from "pool_math.h" nogil:
                            intp_t n)
     void cnn_route_add_f64(double *dst, const double *g, const int32_t *arg, int32_t pixel,
                            intp_t n)
+    void cnn_route_store_f32(float *dst, const float *g, const int32_t *arg, int32_t pixel,
+                             intp_t n)
+    void cnn_route_store_f64(double *dst, const double *g, const int32_t *arg, int32_t pixel,
+                             intp_t n)
     void cnn_add_run_f32(float *dst, const float *src, intp_t n)
     void cnn_add_run_f64(double *dst, const double *src, intp_t n)
 
@@ -666,25 +670,62 @@ cdef inline void _max_pool_scatter_row(const window_geometry *g, const floating 
                                        const floating *grad_out, floating *maxima,
                                        int32_t *argmax, floating *grad_x,
                                        intp_t r) noexcept nogil:
-    """Windows that do not overlap: output row r's windows own their pixels, so each
-    window's gradient is stored straight at its argmax (0 + g, as the gather would add it)."""
+    """Windows that do not overlap: output row r's windows own their pixels, so each window
+    writes all of its real pixels once, the gradient at its argmax and 0 elsewhere."""
     cdef intp_t C = g.channels, n = r // g.out_h, p = r % g.out_h
-    cdef intp_t q, c, at
+    cdef intp_t q, at, i, j, i0, i1, j0, j1, pixel
+    cdef intp_t h0 = p * g.stride_h - g.pad_top, w0
     cdef floating *image = grad_x + n * g.in_h * g.in_w * C
+    # One window's maxima and argmax at a time, in the row's first slot (stays in L1).
+    cdef floating *window_max = maxima + r * g.out_w * C
+    cdef int32_t *window_arg = argmax + r * g.out_w * C
+    _window_span(h0, g.window_h, g.in_h, &i0, &i1)
     for q in range(g.out_w):
         at = (r * g.out_w + q) * C
-        _max_pool_pixel(g, x, maxima + at, argmax + at, n, p, q)
-        for c in range(C):
-            image[<intp_t>argmax[at + c] * C + c] = <floating>0 + grad_out[at + c]
+        _max_pool_pixel(g, x, window_max, window_arg, n, p, q)
+        w0 = q * g.stride_w - g.pad_left
+        _window_span(w0, g.window_w, g.in_w, &j0, &j1)
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                pixel = (h0 + i) * g.in_w + w0 + j
+                if floating is float:
+                    cnn_route_store_f32(image + pixel * C, grad_out + at, window_arg,
+                                        <int32_t>pixel, C)
+                else:
+                    cnn_route_store_f64(image + pixel * C, grad_out + at, window_arg,
+                                        <int32_t>pixel, C)
+
+
+cdef inline void _zero_unpooled_pixels(const window_geometry *g, const window_taps *t,
+                                       floating *grad_x, intp_t n) noexcept nogil:
+    """Zeroes the pixels of image n that no window reads (the last rows and columns when the
+    windows do not tile the image, the gaps of strides larger than the window)."""
+    cdef intp_t C = g.channels, h, w, i, j
+    cdef bint row_read, col_read
+    cdef floating *row
+    for h in range(g.in_h):
+        row = grad_x + (n * g.in_h + h) * g.in_w * C
+        row_read = False
+        for i in range(g.window_h):
+            row_read = row_read or t.row_tap[h * g.window_h + i] >= 0
+        if not row_read:
+            memset(row, 0, g.in_w * C * sizeof(floating))
+            continue
+        for w in range(g.in_w):
+            col_read = False
+            for j in range(g.window_w):
+                col_read = col_read or t.col_tap[w * g.window_w + j] >= 0
+            if not col_read:
+                memset(row + w * C, 0, C * sizeof(floating))
 
 
 cdef void max_pool_grad_rows(const window_geometry *g, const window_taps *t, const floating *x,
                              const floating *grad_out, floating *maxima, int32_t *argmax,
                              floating *grad_x) noexcept nogil:
     """grad_x of a max pool: the gather of pool_grad_rows after recording every argmax, or,
-    when windows cannot overlap, zeroes and then each window's gradient stored in place."""
+    when windows cannot overlap, each window writing its own pixels (and the pixels no window
+    reads zeroed)."""
     cdef intp_t rows = g.batch * g.out_h
-    cdef intp_t image = g.in_h * g.in_w * g.channels
     cdef intp_t r
     cdef int nt = threads_for_elements(rows * g.out_w * g.channels * g.window_h * g.window_w)
     if g.stride_h < g.window_h or g.stride_w < g.window_w:
@@ -692,11 +733,12 @@ cdef void max_pool_grad_rows(const window_geometry *g, const window_taps *t, con
         pool_grad_rows(g, t, grad_out, argmax, grad_x)
     elif nt > 1:
         for r in prange(g.batch, schedule='static', num_threads=nt):
-            memset(grad_x + r * image, 0, image * sizeof(floating))
+            _zero_unpooled_pixels(g, t, grad_x, r)
         for r in prange(rows, schedule='static', num_threads=nt):
             _max_pool_scatter_row(g, x, grad_out, maxima, argmax, grad_x, r)
     else:
-        memset(grad_x, 0, g.batch * image * sizeof(floating))
+        for r in range(g.batch):
+            _zero_unpooled_pixels(g, t, grad_x, r)
         for r in range(rows):
             _max_pool_scatter_row(g, x, grad_out, maxima, argmax, grad_x, r)
 

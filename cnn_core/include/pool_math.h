@@ -3,8 +3,9 @@
 #ifndef CNN_POOL_MATH_H
 #define CNN_POOL_MATH_H
 #include <stdint.h>
+#include <string.h>
 
-#define CNN_POOL_FNS(T, SUFFIX)                                                              \
+#define CNN_POOL_FNS(T, UT, SUFFIX)                                                              \
 /* out = max(out, v) per channel, a NaN counting as the largest value. */                     \
 static inline void cnn_max_update_##SUFFIX(T *restrict out, const T *restrict v, int64_t n) { \
     for (int64_t c = 0; c < n; c++) {                                                        \
@@ -29,12 +30,26 @@ static inline void cnn_route_add_##SUFFIX(T *restrict dst, const T *restrict g, 
                                           int64_t n) {                                       \
     for (int64_t c = 0; c < n; c++) dst[c] += arg[c] == pixel ? g[c] : (T)0;                 \
 }                                                                                            \
+/* dst = 0 + g where arg picks this pixel, else 0 (a window's pixels, windows not overlapping: \
+ * the sum the gather would form, 0 + g, so a -0 gradient arrives as +0 there too). */        \
+static inline void cnn_route_store_##SUFFIX(T *restrict dst, const T *restrict g,            \
+                                            const int32_t *restrict arg, int32_t pixel,      \
+                                            int64_t n) {                                     \
+    /* A mask on the bits, not a select: GCC makes the select a mispredicted branch. */      \
+    for (int64_t c = 0; c < n; c++) {                                                        \
+        const T v = (T)0 + g[c];                                                             \
+        UT bits;                                                                             \
+        memcpy(&bits, &v, sizeof bits);                                                      \
+        bits &= (UT)0 - (UT)(arg[c] == pixel);                                               \
+        memcpy(dst + c, &bits, sizeof bits);                                                 \
+    }                                                                                        \
+}                                                                                            \
 /* dst += src (col2im's and the pooling gathers' channel runs). */                           \
 static inline void cnn_add_run_##SUFFIX(T *restrict dst, const T *restrict src, int64_t n) { \
     for (int64_t c = 0; c < n; c++) dst[c] += src[c];                                        \
 }
 
-CNN_POOL_FNS(float, f32)
-CNN_POOL_FNS(double, f64)
+CNN_POOL_FNS(float, uint32_t, f32)
+CNN_POOL_FNS(double, uint64_t, f64)
 #undef CNN_POOL_FNS
 #endif

@@ -286,6 +286,25 @@ def test_pool_buffers(dtype):
                dtype, tol=POOL_TOL)
 
 
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
+def test_pool_backward_writes_every_pixel_of_grad_x(case, kind):
+    """grad_x starts as NaN: the pixels no window reads (leftover rows and columns, the gaps
+    of a stride larger than the pool) must be zeroed, the others written, on every path."""
+    rng = np.random.default_rng(sum(case[:4]) + 1)
+    x = rng.standard_normal(case[:4]).astype(np.float32)
+    _, _, _, _, pool, strides, padding = case
+    kw = dict(pool_size=pool, strides=strides, padding=padding)
+    out = getattr(cnn_core, f"{kind}_pool2d_forward")(x, **kw)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    fresh = getattr(cnn_core, f"{kind}_pool2d_backward")(x, g, **kw)
+    grad_x = np.full(x.shape, np.nan, np.float32)
+    getattr(cnn_core, f"{kind}_pool2d_backward")(x, g, grad_x=grad_x, **kw)
+    np.testing.assert_array_equal(grad_x, fresh)
+    _close(grad_x, getattr(ref, f"{kind}_pool2d_backward")(_f64(x), _f64(g), **kw),
+           np.float32, tol=POOL_TOL)
+
+
 def test_small_hand_computed_pools():
     x = np.arange(9.0).reshape(1, 3, 3, 1)
     np.testing.assert_array_equal(cnn_core.avg_pool2d_forward(x, padding="same")[0, :, :, 0],

@@ -25,7 +25,7 @@ from libc.stdint cimport int32_t
 
 from cnn_core._typedefs cimport floating, intp_t
 from cnn_core._threads cimport get_num_threads_c, threads_for_elements
-from cnn_core._gemm cimport gemm_raw
+from cnn_core._gemm cimport gemm_raw, gemm_kernel_level
 from cnn_core._dense cimport column_sums
 from cnn_core import _checks
 from cnn_core._activations import activation_forward, activation_backward
@@ -56,6 +56,17 @@ cdef extern from "pool_math.h" nogil:
     void cnn_add_run_f64(double *dst, const double *src, intp_t n)
 
 
+cdef extern from "conv_direct.h" nogil:
+    int cnn_conv_direct_row_f32(const float *x, intp_t pixel_step, const intp_t *off,
+                                intp_t taps, const float *w, intp_t filters, const float *bias,
+                                int act, float param, float *c, float *z, intp_t out_w)
+
+cdef extern from "activation_math.h" nogil:
+    void cnn_act_math_init()
+
+cnn_act_math_init()  # the AVX2 activations of the direct path's non-ReLU layers
+
+
 cdef inline void _add_run(floating *dst, const floating *src, intp_t n) noexcept nogil:
     if floating is float:
         cnn_add_run_f32(dst, src, n)
@@ -69,6 +80,26 @@ cdef enum:
 # Bytes of dW partial sums a backward may keep: chunks are summed in groups, one partial per
 # group, then the partials in group order. The grouping depends on the shape alone (so the
 # bits do not depend on the thread count); threads take whole groups when there are enough.
+# Most taps (kh * kw * channels) the direct kernels take; above, im2col + GEMM. The direct
+# kernels read a tile's weights, taps x 16 floats, from L1 once per 6 output pixels: beyond
+# about 576 taps they no longer stay there (in-process A/B, 1 and 2 threads: 2.6x faster at
+# 9 taps, 1.2x at 288, 1.04-1.2x at 576, 0.90x at 1152, 0.67x at 2304).
+cdef intp_t direct_max_taps = 576
+cdef long direct_calls = 0  # direct forward calls so far (tests check the path they take)
+
+
+def _direct_calls():
+    """How many conv forward/backward calls took the direct kernels (tests)."""
+    return direct_calls
+
+
+def _set_direct_max_taps(taps):
+    """Layers with more taps than this take im2col + GEMM (0: every layer). For tests, which
+    compare the two paths, and tuning. Returns the previous value."""
+    global direct_max_taps
+    previous = direct_max_taps
+    direct_max_taps = int(taps)
+    return previous
 cdef enum:
     PARTIAL_BYTES = 8 << 20
     MAX_WEIGHT_GROUPS = 64  # enough for 64 threads to take whole groups
@@ -276,6 +307,106 @@ cdef int _forward_chunk(const window_geometry *g, const floating *x, const float
                     threads)
 
 
+# ----------------------------------------------------------------------------------------------
+# Direct convolution (include/conv_direct.h): float32, AVX2, filters a multiple of 8
+# ----------------------------------------------------------------------------------------------
+cdef struct padded_image:
+    # The batch as the direct kernels read it: x itself, or a copy with the padding in place.
+    const float *x
+    intp_t height, width   # of each (padded) image
+    intp_t *off            # off[(i * kw + j) * C + c]: tap (i, j, c) from its window's corner
+
+
+cdef inline bint _direct_ok(const window_geometry *g, intp_t filters,
+                            size_t itemsize) noexcept nogil:
+    """The direct kernels take the layer: float32, AVX2 kernels in use (they follow the GEMM's
+    family, so PYNN_KERNEL=reference turns them off too), filters in whole AVX2 vectors, and
+    taps few enough that im2col + GEMM would spend more on columns and tiles than on FMAs."""
+    return (itemsize == sizeof(float) and gemm_kernel_level() >= 1 and filters % 8 == 0
+            and not _reads_x_as_cols(g)
+            and g.window_h * g.window_w * g.channels <= direct_max_taps)
+
+
+cdef inline void _pad_image(const window_geometry *g, const float *x, float *dst,
+                            intp_t height, intp_t width, intp_t n) noexcept nogil:
+    cdef intp_t C = g.channels, h, row = width * C
+    cdef float *image = dst + n * height * row
+    memset(image, 0, height * row * sizeof(float))
+    for h in range(min(g.in_h, height - g.pad_top)):
+        memcpy(image + (h + g.pad_top) * row + g.pad_left * C,
+               x + (n * g.in_h + h) * g.in_w * C,
+               min(g.in_w, width - g.pad_left) * C * sizeof(float))
+
+
+cdef int _padded_for_direct(const window_geometry *g, const float *x, padded_image *out,
+                            int num_threads) noexcept nogil:
+    """The tap offsets (shared scratch) and, when the windows reach into padding, a padded copy
+    of the batch after them, sized so that every window lies inside its image."""
+    cdef intp_t C = g.channels, taps = g.window_h * g.window_w * g.channels
+    cdef intp_t height = max((g.out_h - 1) * g.stride_h + g.window_h, g.pad_top + g.in_h)
+    cdef intp_t width = max((g.out_w - 1) * g.stride_w + g.window_w, g.pad_left + g.in_w)
+    cdef bint pads = height > g.in_h or width > g.in_w
+    cdef size_t off_bytes = (taps * sizeof(intp_t) + 63) // 64 * 64
+    cdef size_t image_bytes = g.batch * height * width * C * sizeof(float) if pads else 0
+    cdef char *scratch = <char *>cnn_scratch(off_bytes + image_bytes)
+    cdef intp_t i, j, c, n
+    if scratch == NULL:
+        return -1
+    if not pads:
+        height, width = g.in_h, g.in_w
+    out.off = <intp_t *>scratch
+    for i in range(g.window_h):
+        for j in range(g.window_w):
+            for c in range(C):
+                out.off[(i * g.window_w + j) * C + c] = (i * width + j) * C + c
+    out.height, out.width = height, width
+    out.x = x
+    if pads:
+        out.x = <float *>(scratch + off_bytes)
+        if num_threads > 1 and g.batch > 1:
+            for n in prange(g.batch, schedule='static', num_threads=num_threads):
+                _pad_image(g, x, <float *>out.x, height, width, n)
+        else:
+            for n in range(g.batch):
+                _pad_image(g, x, <float *>out.x, height, width, n)
+    return 0
+
+
+cdef inline void _direct_forward_row(const window_geometry *g, const padded_image *xp,
+                                     const float *w, const float *b, intp_t filters,
+                                     float *z_out, float *a, int act, float param,
+                                     intp_t r) noexcept nogil:
+    """Output row r (image r // out_h, row r % out_h), every pixel and filter."""
+    cdef intp_t n = r // g.out_h, p = r % g.out_h
+    cdef intp_t row = g.out_w * filters
+    cnn_conv_direct_row_f32(
+        xp.x + (n * xp.height + p * g.stride_h) * xp.width * g.channels,
+        g.stride_w * g.channels, xp.off, g.window_h * g.window_w * g.channels, w, filters, b,
+        act, param, a + r * row, NULL if z_out == NULL else z_out + r * row, g.out_w)
+
+
+cdef int conv2d_direct_forward(const window_geometry *g, const float *x, const float *w,
+                               const float *b, intp_t filters, float *z_out, float *a,
+                               int act, float param, int num_threads) noexcept nogil:
+    """conv2d_forward_raw by the direct kernels: output rows dealt out to the threads (each
+    row's bits are its own, whoever computes it)."""
+    cdef padded_image xp
+    cdef intp_t rows = g.batch * g.out_h, r
+    cdef int nt = _threads_for(rows * g.out_w * filters * g.window_h * g.window_w * g.channels,
+                               num_threads)
+    global direct_calls
+    if _padded_for_direct(g, x, &xp, nt) != 0:
+        return -1
+    direct_calls += 1
+    if nt > 1:
+        for r in prange(rows, schedule='static', num_threads=nt):
+            _direct_forward_row(g, &xp, w, b, filters, z_out, a, act, param, r)
+    else:
+        for r in range(rows):
+            _direct_forward_row(g, &xp, w, b, filters, z_out, a, act, param, r)
+    return 0
+
+
 cdef int conv2d_forward_raw(const window_geometry *g, const floating *x, const floating *w,
                             const floating *b, intp_t filters, floating *z_out, floating *a,
                             int act, floating param, int num_threads) noexcept nogil:
@@ -286,6 +417,10 @@ cdef int conv2d_forward_raw(const window_geometry *g, const floating *x, const f
     if _reads_x_as_cols(g):
         return gemm_raw(g.batch * pixels, filters, K, <floating>1, x, K, 1, w, filters, 1,
                         <floating>0, a, filters, 1, b, z_out, filters, act, param, num_threads)
+    if floating is float:
+        if _direct_ok(g, filters, sizeof(floating)):
+            return conv2d_direct_forward(g, x, w, b, filters, z_out, a, act, param,
+                                         num_threads)
     chunk = _images_per_chunk(g, sizeof(floating))
     chunks = _chunk_count(g, chunk)
     # Chunks are independent: with enough of them each thread runs whole chunks (one

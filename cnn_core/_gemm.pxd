@@ -37,3 +37,7 @@ cdef int gemm_act_backward_raw(intp_t m, intp_t n, intp_t k,
                                floating *c, intp_t rs_c, int d_act, const floating *d_z,
                                const floating *d_a, intp_t rs_d, floating d_param,
                                int num_threads) noexcept nogil
+
+# The micro-kernel family in use (0 reference, 1 AVX2, 2 AVX-512): kernels of other modules
+# that have an AVX2 path of their own follow the GEMM's choice (PYNN_KERNEL, tests).
+cdef int gemm_kernel_level() noexcept nogil

@@ -306,6 +306,10 @@ cdef object _gemm_checked(cnp.ndarray a, cnp.ndarray b, bint trans_a, bint trans
     return out
 
 
+cdef int gemm_kernel_level() noexcept nogil:
+    return cnn_kernel_in_use
+
+
 def kernel_name():
     """The micro-kernel family in use: 'avx512', 'avx2' or 'reference'."""
     return KERNEL_NAMES[cnn_kernel_in_use]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import cnn_core
+import cnn_core._gemm
 import pynn.reference as ref
 from finite_differences import numerical_grad
 
@@ -200,6 +201,96 @@ def test_conv_backward_matches_finite_differences_float64():
 
     for arr, grad in zip((w, b, x), grads):
         np.testing.assert_allclose(grad, numerical_grad(loss, arr), rtol=1e-6, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------
+# Direct kernels (float32, AVX2, filters a multiple of 8) against im2col + GEMM
+# ------------------------------------------------------------------------------------------
+# The geometries of CONV_CASES with 8, 16, 24 and 40 filters (one and two vectors, a 6-pixel
+# tile's row tails), plus a stride-2 'same' layer whose padding is uneven.
+DIRECT_CASES = [c[:4] + (f,) + c[5:] for c, f in zip(
+    [CONV_CASES[i] for i in (0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13)],
+    [8, 16, 24, 40, 8, 16, 24, 40, 8, 16, 24, 32])] + [(3, 9, 8, 2, 16, (4, 3), (2, 2), "same")]
+DIRECT_IDS = [f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-{c[4]}f-k{c[5][0]}{c[5][1]}-s{c[6][0]}{c[6][1]}-"
+              f"{c[7]}" for c in DIRECT_CASES]
+
+
+@pytest.fixture
+def gemm_conv():
+    """Runs the body with every conv on im2col + GEMM, then restores the direct threshold."""
+    from cnn_core import _conv
+
+    def run(fn):
+        previous = _conv._set_direct_max_taps(0)
+        try:
+            return fn()
+        finally:
+            _conv._set_direct_max_taps(previous)
+    return run
+
+
+@pytest.mark.skipif(cnn_core._gemm.kernel_name() == "reference", reason="needs the AVX2 kernels")
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=DIRECT_IDS)
+def test_direct_forward_has_the_gemm_paths_bits(gemm_conv, case, activation):
+    """The direct kernels do im2col + GEMM's FMAs in its order (taps <= one K block here), then
+    its epilogue: the same bits, z and a, with and without a bias."""
+    from cnn_core import _conv
+
+    batch, h, w_, c, f, kernel, strides, padding = case
+    rng = np.random.default_rng(sum(case[:5]))
+    x = rng.standard_normal((batch, h, w_, c)).astype(np.float32)
+    w = (rng.standard_normal(kernel + (c, f)) / math.sqrt(kernel[0] * kernel[1] * c)).astype(
+        np.float32)
+    x[0, 0] = 0.0  # exact zeros and -0 before a ReLU
+    w[0, 0, 0, :4] = -0.0
+    for b in (rng.standard_normal(f).astype(np.float32), None):
+        kw = dict(strides=strides, padding=padding, activation=activation)
+
+        def forward():
+            a = cnn_core.conv2d_forward(x, w, b, **kw)
+            z = np.empty_like(a)
+            cnn_core.conv2d_forward(x, w, b, out=a, z_out=z, **kw)
+            return a, z
+
+        calls = _conv._direct_calls()
+        a, z = forward()
+        assert _conv._direct_calls() == calls + 2, "the direct kernels did not run"
+        a_gemm, z_gemm = gemm_conv(forward)
+        assert _conv._direct_calls() == calls + 2
+        assert a.tobytes() == a_gemm.tobytes() and z.tobytes() == z_gemm.tobytes()
+        _close(a, ref.conv2d_forward(_f64(x), _f64(w), None if b is None else _f64(b), **kw),
+               np.float32, math.sqrt(kernel[0] * kernel[1] * c))
+
+
+@pytest.mark.skipif(cnn_core._gemm.kernel_name() == "reference", reason="needs the AVX2 kernels")
+def test_direct_path_bounds(gemm_conv):
+    """Taps beyond the limit, filters not in whole vectors, float64 and the reference kernels
+    take im2col + GEMM; more taps than one K block still match the reference."""
+    from cnn_core import _conv
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 6, 64)).astype(np.float32)  # 576 taps: direct, 3 K blocks
+    w = (rng.standard_normal((3, 3, 64, 16)) / 24).astype(np.float32)
+    calls = _conv._direct_calls()
+    a = cnn_core.conv2d_forward(x, w, None, padding="same")
+    assert _conv._direct_calls() == calls + 1
+    _close(a, ref.conv2d_forward(_f64(x), _f64(w), None, padding="same"), np.float32, 24)
+    for xs, ws in ((np.concatenate([x, x[..., :1]], axis=3),   # 585 taps
+                    np.concatenate([w, w[:, :, :1]], axis=2)),
+                   (x, np.ascontiguousarray(w[..., :12])),        # 12 filters
+                   (x.astype(np.float64), w.astype(np.float64))):
+        cnn_core.conv2d_forward(xs, ws, None, padding="same")
+        assert _conv._direct_calls() == calls + 1
+    from cnn_core import _gemm
+
+    previous = _gemm.kernel_name()
+    _gemm._select_kernel("reference")
+    try:
+        cnn_core.conv2d_forward(x, w, None, padding="same")
+    finally:
+        _gemm._select_kernel(previous)
+    assert _conv._direct_calls() == calls + 1
 
 
 # ------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ Pooling scans each window over channel vectors. The max-pool backward recomputes
 window's argmax; windows that cannot overlap store the gradient at it, overlapping ones gather
 per input pixel like col2im. The average-pool backward gathers grad / count the same way.
 """
+import threading
+
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
@@ -60,6 +62,10 @@ cdef extern from "conv_direct.h" nogil:
     int cnn_conv_direct_row_f32(const float *x, intp_t pixel_step, const intp_t *off,
                                 intp_t taps, const float *w, intp_t filters, const float *bias,
                                 int act, float param, float *c, float *z, intp_t out_w)
+    int cnn_conv_direct_dw_image_f32(intp_t out_h, intp_t out_w, const float *x,
+                                     intp_t row_step, intp_t pixel_step, const intp_t *off,
+                                     intp_t taps, const float *dz, const float *relu_a,
+                                     intp_t filters, float *dw, float *db, int first)
 
 cdef extern from "activation_math.h" nogil:
     void cnn_act_math_init()
@@ -315,6 +321,7 @@ cdef struct padded_image:
     const float *x
     intp_t height, width   # of each (padded) image
     intp_t *off            # off[(i * kw + j) * C + c]: tap (i, j, c) from its window's corner
+    char *extra            # the caller's extra scratch bytes (64-byte aligned), or NULL
 
 
 cdef inline bint _direct_ok(const window_geometry *g, intp_t filters,
@@ -339,16 +346,18 @@ cdef inline void _pad_image(const window_geometry *g, const float *x, float *dst
 
 
 cdef int _padded_for_direct(const window_geometry *g, const float *x, padded_image *out,
-                            int num_threads) noexcept nogil:
-    """The tap offsets (shared scratch) and, when the windows reach into padding, a padded copy
-    of the batch after them, sized so that every window lies inside its image."""
+                            size_t extra_bytes, int num_threads) noexcept nogil:
+    """The tap offsets (shared scratch), `extra_bytes` for the caller and, when the windows
+    reach into padding, a padded copy of the batch, sized so that every window lies inside
+    its image."""
     cdef intp_t C = g.channels, taps = g.window_h * g.window_w * g.channels
     cdef intp_t height = max((g.out_h - 1) * g.stride_h + g.window_h, g.pad_top + g.in_h)
     cdef intp_t width = max((g.out_w - 1) * g.stride_w + g.window_w, g.pad_left + g.in_w)
     cdef bint pads = height > g.in_h or width > g.in_w
     cdef size_t off_bytes = (taps * sizeof(intp_t) + 63) // 64 * 64
     cdef size_t image_bytes = g.batch * height * width * C * sizeof(float) if pads else 0
-    cdef char *scratch = <char *>cnn_scratch(off_bytes + image_bytes)
+    extra_bytes = (extra_bytes + 63) // 64 * 64
+    cdef char *scratch = <char *>cnn_scratch(off_bytes + extra_bytes + image_bytes)
     cdef intp_t i, j, c, n
     if scratch == NULL:
         return -1
@@ -360,9 +369,10 @@ cdef int _padded_for_direct(const window_geometry *g, const float *x, padded_ima
             for c in range(C):
                 out.off[(i * g.window_w + j) * C + c] = (i * width + j) * C + c
     out.height, out.width = height, width
+    out.extra = scratch + off_bytes if extra_bytes else NULL
     out.x = x
     if pads:
-        out.x = <float *>(scratch + off_bytes)
+        out.x = <float *>(scratch + off_bytes + extra_bytes)
         if num_threads > 1 and g.batch > 1:
             for n in prange(g.batch, schedule='static', num_threads=num_threads):
                 _pad_image(g, x, <float *>out.x, height, width, n)
@@ -395,7 +405,7 @@ cdef int conv2d_direct_forward(const window_geometry *g, const float *x, const f
     cdef int nt = _threads_for(rows * g.out_w * filters * g.window_h * g.window_w * g.channels,
                                num_threads)
     global direct_calls
-    if _padded_for_direct(g, x, &xp, nt) != 0:
+    if _padded_for_direct(g, x, &xp, 0, nt) != 0:
         return -1
     direct_calls += 1
     if nt > 1:
@@ -404,6 +414,76 @@ cdef int conv2d_direct_forward(const window_geometry *g, const float *x, const f
     else:
         for r in range(rows):
             _direct_forward_row(g, &xp, w, b, filters, z_out, a, act, param, r)
+    return 0
+
+
+cdef void _direct_dw_group(const window_geometry *g, const padded_image *xp,
+                           const float *dz, const float *relu_a, intp_t filters, float *dw,
+                           float *db, intp_t n0, intp_t n1) noexcept nogil:
+    """Images [n0, n1): their weight and bias gradients summed image after image into the
+    group's partials dw (taps x filters) and db (filters)."""
+    cdef intp_t n, pixels = g.out_h * g.out_w
+    cdef intp_t image = xp.height * xp.width * g.channels
+    for n in range(n0, n1):
+        cnn_conv_direct_dw_image_f32(
+            g.out_h, g.out_w, xp.x + n * image, g.stride_h * xp.width * g.channels,
+            g.stride_w * g.channels, xp.off, g.window_h * g.window_w * g.channels,
+            dz + n * pixels * filters,
+            NULL if relu_a == NULL else relu_a + n * pixels * filters, filters, dw, db,
+            n == n0)
+
+
+cdef inline void _sum_partials(const float *partials, intp_t stride, intp_t count,
+                               intp_t groups, float *dst, intp_t blk) noexcept nogil:
+    """dst[e] = partials[e] + partials[stride + e] + ..., the groups in order, for the
+    elements e < count of block blk."""
+    cdef intp_t e0 = blk * REDUCE_BLOCK, e1 = min(e0 + REDUCE_BLOCK, count)
+    cdef intp_t part
+    memcpy(dst + e0, partials + e0, (e1 - e0) * sizeof(float))
+    for part in range(1, groups):
+        _add_run(dst + e0, partials + part * stride + e0, e1 - e0)
+
+
+cdef int conv2d_direct_backward(const window_geometry *g, const float *x, const float *w,
+                                const float *dz, const float *relu_a, intp_t filters,
+                                float *grad_w, float *grad_b, int num_threads) noexcept nogil:
+    """grad_w and grad_b by the direct kernels: images in fixed groups (by the shape alone),
+    each group's partials summed image after image, then the partials in group order, so no
+    sum depends on the thread count. dx is left to the caller. relu_a (or NULL): dz holds
+    dL/da of a ReLU layer whose output is relu_a, and dz = dL/da * (a > 0) is formed on the
+    fly, never written."""
+    global direct_calls
+    cdef padded_image xp
+    cdef intp_t weights = g.window_h * g.window_w * g.channels * filters
+    cdef intp_t groups = _weight_groups(g, filters + 1, g.batch, sizeof(float))
+    cdef intp_t size = weights + filters  # a group's dw, then its db
+    cdef intp_t gi, blk, blocks = (weights + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    cdef int nt = min(<intp_t>num_threads, groups)
+    cdef float *partials
+    if _padded_for_direct(g, x, &xp, groups * size * sizeof(float), num_threads) != 0:
+        return -1
+    direct_calls += 1
+    partials = <float *>xp.extra
+    if nt > 1:
+        for gi in prange(groups, schedule='static', num_threads=nt):
+            _direct_dw_group(g, &xp, dz, relu_a, filters, partials + gi * size,
+                             partials + gi * size + weights, gi * g.batch // groups,
+                             (gi + 1) * g.batch // groups)
+    else:
+        for gi in range(groups):
+            _direct_dw_group(g, &xp, dz, relu_a, filters, partials + gi * size,
+                             partials + gi * size + weights, gi * g.batch // groups,
+                             (gi + 1) * g.batch // groups)
+    # grad_w = the partials' dw in group order; grad_b likewise, from the db after them.
+    nt = num_threads if weights * groups >= 65536 else 1
+    if nt > 1:
+        for blk in prange(blocks, schedule='static', num_threads=nt):
+            _sum_partials(partials, size, weights, groups, grad_w, blk)
+    else:
+        for blk in range(blocks):
+            _sum_partials(partials, size, weights, groups, grad_w, blk)
+    for blk in range((filters + REDUCE_BLOCK - 1) // REDUCE_BLOCK):
+        _sum_partials(partials + weights, size, filters, groups, grad_b, blk)
     return 0
 
 
@@ -448,7 +528,7 @@ cdef int _backward_group(const window_geometry *g, const window_taps *t, const f
                          floating *grad_w_part, floating *grad_x, intp_t chunk, intp_t c0,
                          intp_t c1, int threads) noexcept nogil:
     """Chunks c0 <= c < c1: grad_w_part (filters x K, grad_w transposed) = the sum of their
-    dz^T cols, in chunk order, and their images' grad_x."""
+    dz^T cols, in chunk order (unless grad_w_part is NULL), and their images' grad_x."""
     cdef intp_t K = g.window_h * g.window_w * g.channels
     cdef intp_t pixels = g.out_h * g.out_w
     cdef intp_t c, n0, n1, rows
@@ -463,15 +543,16 @@ cdef int _backward_group(const window_geometry *g, const window_taps *t, const f
         n1 = min(n0 + chunk, g.batch)
         rows = (n1 - n0) * pixels
         dz_c = dz + n0 * pixels * filters
-        im2col(g, x, cols, n0, n1, threads)
-        # grad_w^T (filters x K) += dz^T cols: the big operand (cols) is packed row by row,
-        # only the narrow dz is read transposed, and the tiles are written as contiguous rows
-        # (grad_w itself is written once, transposed, at the end).
-        status = gemm_raw(filters, K, rows, <floating>1, dz_c, 1, filters, cols, K, 1,
-                          <floating>(0 if c == c0 else 1), grad_w_part, K, 1, NULL,
-                          NULL, 0, 0, <floating>0, threads)
-        if status != 0:
-            return status
+        if grad_w_part != NULL:
+            im2col(g, x, cols, n0, n1, threads)
+            # grad_w^T (filters x K) += dz^T cols: the big operand (cols) is packed row by
+            # row, only the narrow dz is read transposed, and the tiles are written as
+            # contiguous rows (grad_w itself is written once, transposed, at the end).
+            status = gemm_raw(filters, K, rows, <floating>1, dz_c, 1, filters, cols, K, 1,
+                              <floating>(0 if c == c0 else 1), grad_w_part, K, 1, NULL,
+                              NULL, 0, 0, <floating>0, threads)
+            if status != 0:
+                return status
         if grad_x != NULL:
             # dcols (rows x K) = dz w^T, into the columns' own buffer, then gathered back.
             status = gemm_raw(rows, K, filters, <floating>1, dz_c, filters, 1, w, 1, filters,
@@ -499,6 +580,29 @@ cdef inline void _transpose_row(const floating *src, floating *dst, intp_t rows,
         dst[j * rows + i] = src[i * cols + j]
 
 
+cdef int _dx_by_gemm(const window_geometry *g, const float *w, const float *dz,
+                     intp_t filters, float *grad_x, int num_threads) noexcept nogil:
+    """grad_x alone, chunk by chunk: dcols = dz w^T, then col2im (the direct path's dx)."""
+    cdef intp_t chunk = _images_per_chunk(g, sizeof(float))
+    cdef intp_t chunks = _chunk_count(g, chunk), c
+    cdef window_taps taps
+    cdef int failed = 0
+    cdef char *scratch = <char *>cnn_scratch(_taps_bytes(g))
+    if scratch == NULL:
+        return -1
+    _fill_taps(g, scratch, &taps)
+    if num_threads > 1 and chunks >= num_threads:
+        for c in prange(chunks, schedule='static', num_threads=num_threads):
+            failed += _backward_group(g, &taps, NULL, w, dz, filters, NULL, grad_x, chunk, c,
+                                      c + 1, 1) != 0
+    else:
+        for c in range(chunks):
+            if _backward_group(g, &taps, NULL, w, dz, filters, NULL, grad_x, chunk, c, c + 1,
+                               num_threads) != 0:
+                return -1
+    return -1 if failed else 0
+
+
 cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const floating *w,
                              const floating *dz, intp_t filters, floating *grad_w,
                              floating *grad_b, floating *grad_x, int num_threads) noexcept nogil:
@@ -510,6 +614,13 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
     cdef char *scratch
     cdef window_taps taps
     cdef int status, failed = 0
+    if floating is float:
+        if _direct_ok(g, filters, sizeof(floating)):
+            status = conv2d_direct_backward(g, x, w, dz, NULL, filters, grad_w, grad_b,
+                                            num_threads)
+            if status != 0 or grad_x == NULL:
+                return status
+            return _dx_by_gemm(g, w, dz, filters, grad_x, num_threads)
     column_sums(dz, grad_b, g.batch * pixels, filters, threads_for_elements(
         g.batch * pixels * filters))
     if _reads_x_as_cols(g):
@@ -612,6 +723,22 @@ def conv2d_forward(x, w, b, *, strides=(1, 1), padding="valid", activation="iden
     return out
 
 
+_workspaces = threading.local()
+
+
+def _dz_workspace(shape, dtype):
+    """dz of a conv2d_backward called without dz_out: a buffer kept per thread and shape,
+    so a training loop does not allocate one per step."""
+    arrays = getattr(_workspaces, "dz", None)
+    if arrays is None:
+        arrays = _workspaces.dz = {}
+    key = (shape, np.dtype(dtype).str)
+    buffer = arrays.get(key)
+    if buffer is None:
+        buffer = arrays[key] = np.empty(shape, dtype)
+    return buffer
+
+
 def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
                     activation="identity", param=None, grad_w=None, grad_b=None, grad_x=None,
                     need_grad_x=True, dz_out=None):
@@ -620,29 +747,45 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
     x, w, strides, padding as for the forward; z, a, grad_out: (batch, out_h, out_w, filters)
     C-contiguous. dz = grad_out * f'(z); grad_w = cols^T dz (w's shape); grad_b = sum of dz
     over pixels (filters,); grad_x = col2im(dz w^T) (x's shape), None when need_grad_x is
-    False. dz_out: optional buffer that receives dz (allocated when None and the activation is
-    not the identity). Returns (grad_w, grad_b, grad_x).
+    False. dz_out: optional buffer that receives dz. Without it dz goes to a buffer kept per
+    thread and shape (no allocation per call), or, for a ReLU layer with no grad_x on the
+    direct kernels, is formed on the fly from grad_out and a and never stored. Returns
+    (grad_w, grad_b, grad_x).
     """
     geometry, grad_w, grad_b, grad_x = _checks.check_conv2d_backward(
         x, w, z, a, grad_out, strides, padding, grad_w, grad_b, grad_x, need_grad_x, dz_out)
     filters = w.shape[3]
     shape = (geometry.batch, geometry.out_h, geometry.out_w, filters)
     name, act, param = _checks.resolve_activation(activation, param)
-    if name == "identity" and dz_out is None:
-        dz = grad_out
-    else:
-        dz = _checks.check_out(dz_out, "dz_out", shape, x.dtype)
-        activation_backward(grad_out, z, a, name, param=param, out=dz)
     cdef window_geometry g = _geometry(geometry)
     cdef intp_t F = filters
     cdef int nthreads = get_num_threads_c()
     cdef int status
     cdef void *x_ptr = _data(x)
     cdef void *w_ptr = _data(w)
-    cdef void *dz_ptr = _data(dz)
     cdef void *gw_ptr = _data(grad_w)
     cdef void *gb_ptr = _data(grad_b)
     cdef void *gx_ptr = _data(grad_x)
+    cdef void *dz_ptr
+    cdef void *a_ptr
+    if (name == "relu" and dz_out is None and grad_x is None
+            and _direct_ok(&g, F, x.itemsize)):
+        # Nobody asks for dz: the direct kernels form it from grad_out and a as they go.
+        dz_ptr, a_ptr = _data(grad_out), _data(a)
+        with nogil:
+            status = conv2d_direct_backward(&g, <float *>x_ptr, <float *>w_ptr,
+                                            <float *>dz_ptr, <float *>a_ptr, F,
+                                            <float *>gw_ptr, <float *>gb_ptr, nthreads)
+        if status != 0:
+            raise MemoryError("conv2d_backward: could not allocate the direct workspace")
+        return grad_w, grad_b, grad_x
+    if name == "identity" and dz_out is None:
+        dz = grad_out
+    else:
+        dz = (_checks.check_out(dz_out, "dz_out", shape, x.dtype) if dz_out is not None
+              else _dz_workspace(shape, x.dtype))
+        activation_backward(grad_out, z, a, name, param=param, out=dz)
+    dz_ptr = _data(dz)
     if x.dtype == np.float32:
         with nogil:
             status = conv2d_backward_raw[float](&g, <float *>x_ptr, <float *>w_ptr,

@@ -125,16 +125,14 @@ class Conv2D(Layer):
             raise RuntimeError(f"Conv2D '{self.name}': backward called before forward")
         grad = self._as_compute(grad_y.reshape(self._a.shape))
         activation = "linear" if wrt_preactivation else self.activation
-        if activation == "linear":
-            a, dz = self._z, None  # identity: z and a are one array; dz is grad itself
-        else:
-            a, dz = self._a, self._buffer("dz", self._a.shape)
+        # identity: z and a are one array. dz is not asked for: the backend keeps it in a
+        # workspace, or (ReLU, no grad_x) never forms it.
+        a = self._z if activation == "linear" else self._a
         grad_x = self._buffer("grad_x", self._x.shape) if need_grad_x else None
         _, _, grad_x = get_backend().conv2d_backward(
             self._x, self.kernel.value, self._z, a, grad, strides=self.strides,
             padding=self.padding, activation=activation, param=self._param,
-            grad_w=self._grad_w, grad_b=self._grad_b, grad_x=grad_x, need_grad_x=need_grad_x,
-            dz_out=dz)
+            grad_w=self._grad_w, grad_b=self._grad_b, grad_x=grad_x, need_grad_x=need_grad_x)
         self.grads = self._kernel_bias_grads(self._grad_w, self._grad_b)
         self._add_regularizer_grads()
         return grad_x if need_grad_x else None

@@ -263,6 +263,103 @@ def test_direct_forward_has_the_gemm_paths_bits(gemm_conv, case, activation):
                np.float32, math.sqrt(kernel[0] * kernel[1] * c))
 
 
+def _direct_backward_inputs(case, rng):
+    batch, h, w_, c, f, kernel, strides, padding = case
+    x = rng.standard_normal((batch, h, w_, c)).astype(np.float32)
+    w = (rng.standard_normal(kernel + (c, f)) / math.sqrt(kernel[0] * kernel[1] * c)).astype(
+        np.float32)
+    b = rng.standard_normal(f).astype(np.float32)
+    kw = dict(strides=strides, padding=padding)
+    return x, w, b, kw
+
+
+@pytest.mark.skipif(cnn_core._gemm.kernel_name() == "reference", reason="needs the AVX2 kernels")
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("need_grad_x", [False, True])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=DIRECT_IDS)
+def test_direct_backward_matches_gemm_path_and_reference(gemm_conv, case, need_grad_x,
+                                                         activation):
+    """grad_w and grad_b of the direct kernels (summed per image, then per group) against
+    im2col + GEMM (summed per K block: other roundings) and the float64 reference; grad_x
+    (the GEMM's dcols + col2im on both paths) to the bit."""
+    from cnn_core import _conv
+
+    rng = np.random.default_rng(sum(case[:5]) + 7)
+    x, w, b, kw = _direct_backward_inputs(case, rng)
+    z = cnn_core.conv2d_forward(x, w, b, activation="linear", **kw)
+    a = cnn_core.conv2d_forward(x, w, b, activation=activation, **kw)
+    g = rng.standard_normal(a.shape).astype(np.float32)
+
+    def backward():
+        return cnn_core.conv2d_backward(x, w, z, a, g, activation=activation,
+                                        need_grad_x=need_grad_x, **kw)
+
+    calls = _conv._direct_calls()
+    direct = backward()
+    assert _conv._direct_calls() == calls + 1, "the direct kernels did not run"
+    gemm = gemm_conv(backward)
+    want = ref.conv2d_backward(_f64(x), _f64(w), _f64(z), _f64(a), _f64(g),
+                               activation=activation, need_grad_x=need_grad_x, **kw)
+    pixels = a.shape[0] * a.shape[1] * a.shape[2]
+    for got, other, exact in zip(direct[:2], gemm[:2], want[:2]):
+        _close(got, other, np.float32, math.sqrt(pixels))
+        _close(got, exact, np.float32, math.sqrt(pixels))
+    if need_grad_x:
+        assert direct[2].tobytes() == gemm[2].tobytes()
+    else:
+        assert direct[2] is None
+
+
+@pytest.mark.skipif(cnn_core._gemm.kernel_name() == "reference", reason="needs the AVX2 kernels")
+@pytest.mark.parametrize("case", [DIRECT_CASES[1], DIRECT_CASES[6], DIRECT_CASES[-1], BIG],
+                         ids=[DIRECT_IDS[1], DIRECT_IDS[6], DIRECT_IDS[-1], "big"])
+def test_direct_relu_backward_without_dz_has_the_bits_of_the_one_with_dz(restore_threads,
+                                                                         case):
+    """No dz_out and no grad_x: the ReLU mask is applied inside the direct kernels and dz is
+    never written. Its dz is the ReLU pass's, so grad_w and grad_b keep their bits; and, as
+    every path, they do not depend on the thread count."""
+    rng = np.random.default_rng(3)
+    x, w, b, kw = _direct_backward_inputs(case, rng)
+    a = cnn_core.conv2d_forward(x, w, b, activation="relu", **kw)
+    a[0, 0, 0, :3] = 0.0  # exact zeros and a -0: no gradient through them
+    a[0, 0, 0, 3] = -0.0
+    g = rng.standard_normal(a.shape).astype(np.float32)
+    g_saved = g.copy()
+    dz = np.empty_like(a)
+    with_dz = cnn_core.conv2d_backward(x, w, a, a, g, activation="relu", need_grad_x=False,
+                                       dz_out=dz, **kw)
+    np.testing.assert_array_equal(dz, np.where(a > 0, g, 0))
+    for threads in (1, 2, 3):
+        cnn_core.set_num_threads(threads)
+        fused = cnn_core.conv2d_backward(x, w, a, a, g, activation="relu", need_grad_x=False,
+                                         **kw)
+        assert fused[0].tobytes() == with_dz[0].tobytes()
+        assert fused[1].tobytes() == with_dz[1].tobytes()
+    np.testing.assert_array_equal(g, g_saved)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_backward_without_dz_out_keeps_a_workspace(activation):
+    """dz_out=None on the GEMM path (float64 here): dz goes to a buffer reused call after call,
+    and the results equal those with dz_out."""
+    rng = np.random.default_rng(4)
+    case = CONV_CASES[2]
+    x, w, b, kw = _direct_backward_inputs(case[:4] + (8,) + case[5:], rng)
+    x, w, b = _f64(x), _f64(w), _f64(b)
+    a = cnn_core.conv2d_forward(x, w, b, activation=activation, **kw)
+    g = rng.standard_normal(a.shape)
+    dz = np.empty_like(a)
+    want = cnn_core.conv2d_backward(x, w, a, a, g, activation=activation, dz_out=dz, **kw)
+    first = cnn_core.conv2d_backward(x, w, a, a, g, activation=activation, **kw)
+    workspace = cnn_core._conv._dz_workspace(a.shape, a.dtype)
+    np.testing.assert_array_equal(workspace, dz)
+    second = cnn_core.conv2d_backward(x, w, a, a, g, activation=activation, **kw)
+    assert cnn_core._conv._dz_workspace(a.shape, a.dtype) is workspace
+    for got in (first, second):
+        for u, v in zip(got, want):
+            assert u.tobytes() == v.tobytes()
+
+
 @pytest.mark.skipif(cnn_core._gemm.kernel_name() == "reference", reason="needs the AVX2 kernels")
 def test_direct_path_bounds(gemm_conv):
     """Taps beyond the limit, filters not in whole vectors, float64 and the reference kernels

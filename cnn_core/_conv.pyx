@@ -408,12 +408,62 @@ cdef int conv2d_direct_forward(const window_geometry *g, const float *x, const f
     if _padded_for_direct(g, x, &xp, 0, nt) != 0:
         return -1
     direct_calls += 1
+    _direct_rows(g, &xp, w, b, filters, z_out, a, act, param, nt)
+    return 0
+
+
+cdef void _direct_rows(const window_geometry *g, const padded_image *xp, const float *w,
+                       const float *b, intp_t filters, float *z_out, float *a, int act,
+                       float param, int nt) noexcept nogil:
+    cdef intp_t r, rows = g.batch * g.out_h
     if nt > 1:
         for r in prange(rows, schedule='static', num_threads=nt):
-            _direct_forward_row(g, &xp, w, b, filters, z_out, a, act, param, r)
+            _direct_forward_row(g, xp, w, b, filters, z_out, a, act, param, r)
     else:
         for r in range(rows):
-            _direct_forward_row(g, &xp, w, b, filters, z_out, a, act, param, r)
+            _direct_forward_row(g, xp, w, b, filters, z_out, a, act, param, r)
+
+
+cdef inline bint _direct_dx_ok(const window_geometry *g, intp_t filters) noexcept nogil:
+    """grad_x of a stride-1 layer is itself a convolution (of dz, padded kh - 1 - pad_top
+    above and kw - 1 - pad_left to the left, by the kernel flipped in both axes with its
+    channels and filters swapped): the direct kernels take it on the forward's terms when it
+    costs no more FMAs than dcols = dz W^T, i.e. x has no more pixels than z ('same'). A
+    'valid' layer's grad_x would multiply the zeros around dz: 1.4x the FMAs for MNIST's
+    13x13 -> 11x11 layer, measured 0.85x the speed of the GEMM + col2im it replaces."""
+    return (g.stride_h == 1 and g.stride_w == 1 and g.channels % 8 == 0
+            and g.in_h * g.in_w <= g.out_h * g.out_w
+            and g.window_h * g.window_w * filters <= direct_max_taps)
+
+
+cdef int _direct_dx(const window_geometry *g, const float *w, const float *dz,
+                    intp_t filters, float *grad_x, int num_threads) noexcept nogil:
+    """grad_x of a stride-1 direct-path layer by the direct forward kernels (see
+    _direct_dx_ok): dz (padded) convolved with w flipped, channels <-> filters, no bias."""
+    global direct_calls
+    cdef window_geometry t
+    cdef padded_image dzp
+    cdef intp_t C = g.channels, kh = g.window_h, kw = g.window_w
+    cdef intp_t i, j, c, f
+    cdef float *flipped
+    cdef const float *src
+    t.batch, t.in_h, t.in_w, t.channels = g.batch, g.out_h, g.out_w, filters
+    t.window_h, t.window_w, t.stride_h, t.stride_w = kh, kw, 1, 1
+    t.out_h, t.out_w = g.in_h, g.in_w
+    t.pad_top, t.pad_left = kh - 1 - g.pad_top, kw - 1 - g.pad_left
+    cdef int nt = _threads_for(t.batch * t.out_h * t.out_w * C * kh * kw * filters, num_threads)
+    if _padded_for_direct(&t, dz, &dzp, kh * kw * filters * C * sizeof(float), nt) != 0:
+        return -1
+    direct_calls += 1
+    # flipped[((kh-1-i) * kw + kw-1-j) * filters + f, c] = w[i, j, c, f]
+    flipped = <float *>dzp.extra
+    for i in range(kh):
+        for j in range(kw):
+            for c in range(C):
+                src = w + ((i * kw + j) * C + c) * filters
+                for f in range(filters):
+                    flipped[(((kh - 1 - i) * kw + kw - 1 - j) * filters + f) * C + c] = src[f]
+    _direct_rows(&t, &dzp, flipped, NULL, C, NULL, grad_x, 0, 0, nt)
     return 0
 
 
@@ -620,6 +670,8 @@ cdef int conv2d_backward_raw(const window_geometry *g, const floating *x, const 
                                             num_threads)
             if status != 0 or grad_x == NULL:
                 return status
+            if _direct_dx_ok(g, filters):
+                return _direct_dx(g, w, dz, filters, grad_x, num_threads)
             return _dx_by_gemm(g, w, dz, filters, grad_x, num_threads)
     column_sums(dz, grad_b, g.batch * pixels, filters, threads_for_elements(
         g.batch * pixels * filters))

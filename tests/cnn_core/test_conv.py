@@ -296,7 +296,8 @@ def test_direct_backward_matches_gemm_path_and_reference(gemm_conv, case, need_g
 
     calls = _conv._direct_calls()
     direct = backward()
-    assert _conv._direct_calls() == calls + 1, "the direct kernels did not run"
+    direct_dx = need_grad_x and _direct_dx_applies(case)
+    assert _conv._direct_calls() == calls + 1 + direct_dx, "the direct kernels did not run"
     gemm = gemm_conv(backward)
     want = ref.conv2d_backward(_f64(x), _f64(w), _f64(z), _f64(a), _f64(g),
                                activation=activation, need_grad_x=need_grad_x, **kw)
@@ -304,10 +305,70 @@ def test_direct_backward_matches_gemm_path_and_reference(gemm_conv, case, need_g
     for got, other, exact in zip(direct[:2], gemm[:2], want[:2]):
         _close(got, other, np.float32, math.sqrt(pixels))
         _close(got, exact, np.float32, math.sqrt(pixels))
-    if need_grad_x:
-        assert direct[2].tobytes() == gemm[2].tobytes()
-    else:
+    if not need_grad_x:
         assert direct[2] is None
+    elif direct_dx:
+        _close(direct[2], gemm[2], np.float32, math.sqrt(case[4]))
+        _close(direct[2], want[2], np.float32, math.sqrt(case[4]))
+    else:  # the GEMM's dcols + col2im on both paths
+        assert direct[2].tobytes() == gemm[2].tobytes()
+
+
+def _direct_dx_applies(case):
+    _, _, _, c, f, kernel, strides, padding = case
+    return (strides == (1, 1) and c % 8 == 0 and padding == "same"
+            and kernel[0] * kernel[1] * f <= 576)
+
+
+# Stride-1 'same' layers with channels in whole vectors: grad_x by the direct kernels, as the
+# convolution of dz by the flipped kernel. Even kernels pad unevenly (one more row and column
+# after), a kernel larger than the image.
+DIRECT_DX_CASES = [(2, 9, 8, 8, 16, (3, 3), (1, 1), "same"),
+                   (3, 7, 6, 16, 8, (2, 3), (1, 1), "same"),
+                   (2, 6, 7, 8, 16, (4, 4), (1, 1), "same"),
+                   (1, 3, 3, 8, 8, (3, 3), (1, 1), "same"),
+                   (2, 4, 5, 24, 24, (5, 4), (1, 1), "same"),
+                   (2, 5, 5, 8, 64, (3, 3), (1, 1), "same")]  # 576 taps for dx
+
+
+def test_valid_and_strided_grad_x_stay_on_the_gemm_path():
+    """A 'valid' layer's grad_x would multiply the zeros around dz, a strided one is no plain
+    convolution of dz: both keep dcols + col2im (one direct call: the weights)."""
+    from cnn_core import _conv
+
+    for case in [(2, 9, 8, 8, 16, (3, 3), (1, 1), "valid"),
+                 (2, 9, 8, 8, 16, (3, 3), (2, 2), "same")]:
+        x, w, b, kw = _direct_backward_inputs(case, np.random.default_rng(2))
+        a = cnn_core.conv2d_forward(x, w, b, **kw)
+        calls = _conv._direct_calls()
+        cnn_core.conv2d_backward(x, w, a, a, a, **kw)
+        assert _conv._direct_calls() == calls + (cnn_core._gemm.kernel_name() != "reference")
+
+
+@pytest.mark.skipif(cnn_core._gemm.kernel_name() == "reference", reason="needs the AVX2 kernels")
+@pytest.mark.parametrize("case", DIRECT_DX_CASES,
+                         ids=[f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-{c[4]}f-k{c[5][0]}{c[5][1]}-{c[7]}"
+                              for c in DIRECT_DX_CASES])
+def test_direct_grad_x_matches_gemm_path_reference_and_threads(restore_threads, gemm_conv,
+                                                               case):
+    from cnn_core import _conv
+
+    assert _direct_dx_applies(case)
+    rng = np.random.default_rng(sum(case[:5]) + 9)
+    x, w, b, kw = _direct_backward_inputs(case, rng)
+    a = cnn_core.conv2d_forward(x, w, b, **kw)
+    g = rng.standard_normal(a.shape).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        cnn_core.set_num_threads(threads)
+        calls = _conv._direct_calls()
+        results.append(cnn_core.conv2d_backward(x, w, a, a, g, **kw)[2])
+        assert _conv._direct_calls() == calls + 2
+    assert all(r.tobytes() == results[0].tobytes() for r in results[1:])
+    gemm = gemm_conv(lambda: cnn_core.conv2d_backward(x, w, a, a, g, **kw)[2])
+    want = ref.conv2d_backward(_f64(x), _f64(w), _f64(a), _f64(a), _f64(g), **kw)[2]
+    _close(results[0], gemm, np.float32, math.sqrt(case[4]))
+    _close(results[0], want, np.float32, math.sqrt(case[4]))
 
 
 @pytest.mark.skipif(cnn_core._gemm.kernel_name() == "reference", reason="needs the AVX2 kernels")

@@ -1,12 +1,18 @@
 """2-D convolution and pooling over NHWC images, forward and backward (docs/kernel_api.md).
 
-conv2d is im2col + GEMM. A chunk of whole images (about CHUNK_BYTES of columns, sized from the
-shape alone) is unrolled into ``cols``: one row per output pixel, its receptive field in
+Two paths. Direct kernels (include/conv_direct.h; float32, AVX2, filters in whole vectors, up
+to direct_max_taps taps): the GEMM micro-kernel with its A operand read from the image through
+a tap-offset table, each image padded (when windows reach into padding) just before it is
+read, one per thread. Output rows are independent; grad_w and grad_b are summed per image in
+registers, images in fixed groups, groups in order. grad_x of a stride-1 'same' layer is the
+convolution of dz by the flipped kernel, on the same kernels; otherwise dcols + col2im.
+
+The others: im2col + GEMM. A chunk of whole images (about CHUNK_BYTES of columns, sized from
+the shape alone) is unrolled into ``cols``: one row per output pixel, its receptive field in
 (i, j, c) order, zeros where the window hangs over the padding. Then z = cols W + b is one GEMM
 whose write-back adds the bias and applies f (as _dense does). With at least as many chunks as
 threads, each thread runs whole chunks on one-thread GEMMs; else the chunks run in turn on a
 threaded GEMM. The bits are the same either way. A 1x1 kernel with stride 1 reads x as cols.
-
 Backward: dW^T is summed chunk by chunk within fixed groups of chunks, one partial per group,
 then the partials in group order (the grouping depends on the shape alone, so no sum changes
 order with the thread count); dcols = dz W^T overwrites cols and col2im gathers it back: each
@@ -14,9 +20,11 @@ input pixel sums, in fixed (i, j) order, the entries of the output pixels that r
 two threads write one pixel.
 
 Pooling scans each window over channel vectors. The max-pool backward recomputes each
-window's argmax; windows that cannot overlap store the gradient at it, overlapping ones gather
-per input pixel like col2im. The average-pool backward gathers grad / count the same way.
+window's argmax; windows that cannot overlap write each of their pixels once (the gradient at
+the argmax, 0 elsewhere), overlapping ones gather per input pixel like col2im. The
+average-pool backward gathers grad / count the same way.
 """
+import math
 import threading
 
 import numpy as np
@@ -83,19 +91,29 @@ cdef inline void _add_run(floating *dst, const floating *src, intp_t n) noexcept
 # (measured against 128 KiB to 4 MiB on MNIST's convnet layers).
 cdef enum:
     CHUNK_BYTES = 256 << 10
-# Bytes of dW partial sums a backward may keep: chunks are summed in groups, one partial per
-# group, then the partials in group order. The grouping depends on the shape alone (so the
-# bits do not depend on the thread count); threads take whole groups when there are enough.
 # Most taps (kh * kw * channels) the direct kernels take; above, im2col + GEMM. The direct
 # kernels read a tile's weights, taps x 16 floats, from L1 once per 6 output pixels: beyond
 # about 576 taps they no longer stay there (in-process A/B, 1 and 2 threads: 2.6x faster at
 # 9 taps, 1.2x at 288, 1.04-1.2x at 576, 0.90x at 1152, 0.67x at 2304).
 cdef intp_t direct_max_taps = 576
-cdef long direct_calls = 0  # direct forward calls so far (tests check the path they take)
+cdef long direct_calls = 0  # direct kernel calls so far (forward, weights, grad_x): tests
+
+cdef extern from *:
+    """
+    static inline void cnn_count_call(long *counter) {
+        __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+    }
+    """
+    void cnn_count_call(long *counter) noexcept nogil
+
+
+cdef inline void _count_direct_call() noexcept nogil:
+    cnn_count_call(&direct_calls)
 
 
 def _direct_calls():
-    """How many conv forward/backward calls took the direct kernels (tests)."""
+    """How many times the direct kernels ran (a forward, a weight gradient and a grad_x count
+    once each): tests check the path they take."""
     return direct_calls
 
 
@@ -106,6 +124,11 @@ def _set_direct_max_taps(taps):
     previous = direct_max_taps
     direct_max_taps = int(taps)
     return previous
+
+
+# Bytes of dW partial sums a backward may keep: chunks are summed in groups, one partial per
+# group, then the partials in group order. The grouping depends on the shape alone (so the
+# bits do not depend on the thread count); threads take whole groups when there are enough.
 cdef enum:
     PARTIAL_BYTES = 8 << 20
     MAX_WEIGHT_GROUPS = 64  # enough for 64 threads to take whole groups
@@ -317,9 +340,12 @@ cdef int _forward_chunk(const window_geometry *g, const floating *x, const float
 # Direct convolution (include/conv_direct.h): float32, AVX2, filters a multiple of 8
 # ----------------------------------------------------------------------------------------------
 cdef struct padded_image:
-    # The batch as the direct kernels read it: x itself, or a copy with the padding in place.
+    # The batch as the direct kernels read it: each image is x's own, or, when windows reach
+    # into padding, a copy with the padding in place made just before it is read (one image
+    # per thread at a time, never the whole batch).
     const float *x
     intp_t height, width   # of each (padded) image
+    bint pads
     intp_t *off            # off[(i * kw + j) * C + c]: tap (i, j, c) from its window's corner
     char *extra            # the caller's extra scratch bytes (64-byte aligned), or NULL
 
@@ -334,34 +360,40 @@ cdef inline bint _direct_ok(const window_geometry *g, intp_t filters,
             and g.window_h * g.window_w * g.channels <= direct_max_taps)
 
 
-cdef inline void _pad_image(const window_geometry *g, const float *x, float *dst,
-                            intp_t height, intp_t width, intp_t n) noexcept nogil:
-    cdef intp_t C = g.channels, h, row = width * C
-    cdef float *image = dst + n * height * row
-    memset(image, 0, height * row * sizeof(float))
-    for h in range(min(g.in_h, height - g.pad_top)):
+cdef inline const float *_image(const window_geometry *g, const padded_image *xp,
+                                intp_t n) noexcept nogil:
+    """Image n as the direct kernels read it: x's own, or padded into this thread's worker
+    scratch (NULL when that cannot be allocated)."""
+    cdef intp_t C = g.channels, h, row = xp.width * C
+    cdef float *image
+    if not xp.pads:
+        return xp.x + n * g.in_h * g.in_w * C
+    image = <float *>cnn_scratch_slot(CNN_SCRATCH_WORKER, xp.height * row * sizeof(float))
+    if image == NULL:
+        return NULL
+    memset(image, 0, xp.height * row * sizeof(float))
+    for h in range(min(g.in_h, xp.height - g.pad_top)):
         memcpy(image + (h + g.pad_top) * row + g.pad_left * C,
-               x + (n * g.in_h + h) * g.in_w * C,
-               min(g.in_w, width - g.pad_left) * C * sizeof(float))
+               xp.x + (n * g.in_h + h) * g.in_w * C,
+               min(g.in_w, xp.width - g.pad_left) * C * sizeof(float))
+    return image
 
 
 cdef int _padded_for_direct(const window_geometry *g, const float *x, padded_image *out,
-                            size_t extra_bytes, int num_threads) noexcept nogil:
-    """The tap offsets (shared scratch), `extra_bytes` for the caller and, when the windows
-    reach into padding, a padded copy of the batch, sized so that every window lies inside
-    its image."""
+                            size_t extra_bytes) noexcept nogil:
+    """The tap offsets and `extra_bytes` for the caller (shared scratch), and the padded
+    image size: every window lies inside it."""
     cdef intp_t C = g.channels, taps = g.window_h * g.window_w * g.channels
     cdef intp_t height = max((g.out_h - 1) * g.stride_h + g.window_h, g.pad_top + g.in_h)
     cdef intp_t width = max((g.out_w - 1) * g.stride_w + g.window_w, g.pad_left + g.in_w)
-    cdef bint pads = height > g.in_h or width > g.in_w
     cdef size_t off_bytes = (taps * sizeof(intp_t) + 63) // 64 * 64
-    cdef size_t image_bytes = g.batch * height * width * C * sizeof(float) if pads else 0
     extra_bytes = (extra_bytes + 63) // 64 * 64
-    cdef char *scratch = <char *>cnn_scratch(off_bytes + extra_bytes + image_bytes)
-    cdef intp_t i, j, c, n
+    cdef char *scratch = <char *>cnn_scratch(off_bytes + extra_bytes)
+    cdef intp_t i, j, c
     if scratch == NULL:
         return -1
-    if not pads:
+    out.pads = height > g.in_h or width > g.in_w
+    if not out.pads:
         height, width = g.in_h, g.in_w
     out.off = <intp_t *>scratch
     for i in range(g.window_h):
@@ -371,57 +403,72 @@ cdef int _padded_for_direct(const window_geometry *g, const float *x, padded_ima
     out.height, out.width = height, width
     out.extra = scratch + off_bytes if extra_bytes else NULL
     out.x = x
-    if pads:
-        out.x = <float *>(scratch + off_bytes + extra_bytes)
-        if num_threads > 1 and g.batch > 1:
-            for n in prange(g.batch, schedule='static', num_threads=num_threads):
-                _pad_image(g, x, <float *>out.x, height, width, n)
-        else:
-            for n in range(g.batch):
-                _pad_image(g, x, <float *>out.x, height, width, n)
     return 0
 
 
 cdef inline void _direct_forward_row(const window_geometry *g, const padded_image *xp,
-                                     const float *w, const float *b, intp_t filters,
-                                     float *z_out, float *a, int act, float param,
-                                     intp_t r) noexcept nogil:
-    """Output row r (image r // out_h, row r % out_h), every pixel and filter."""
-    cdef intp_t n = r // g.out_h, p = r % g.out_h
-    cdef intp_t row = g.out_w * filters
+                                     const float *image, const float *w, const float *b,
+                                     intp_t filters, float *z_out, float *a, int act,
+                                     float param, intp_t n, intp_t p) noexcept nogil:
+    """Output row p of image n (read from `image`), every pixel and filter."""
+    cdef intp_t row = g.out_w * filters, r = n * g.out_h + p
     cnn_conv_direct_row_f32(
-        xp.x + (n * xp.height + p * g.stride_h) * xp.width * g.channels,
+        image + p * g.stride_h * xp.width * g.channels,
         g.stride_w * g.channels, xp.off, g.window_h * g.window_w * g.channels, w, filters, b,
         act, param, a + r * row, NULL if z_out == NULL else z_out + r * row, g.out_w)
+
+
+cdef inline int _direct_forward_image(const window_geometry *g, const padded_image *xp,
+                                      const float *w, const float *b, intp_t filters,
+                                      float *z_out, float *a, int act, float param,
+                                      intp_t n) noexcept nogil:
+    cdef const float *image = _image(g, xp, n)
+    cdef intp_t p
+    if image == NULL:
+        return -1
+    for p in range(g.out_h):
+        _direct_forward_row(g, xp, image, w, b, filters, z_out, a, act, param, n, p)
+    return 0
 
 
 cdef int conv2d_direct_forward(const window_geometry *g, const float *x, const float *w,
                                const float *b, intp_t filters, float *z_out, float *a,
                                int act, float param, int num_threads) noexcept nogil:
-    """conv2d_forward_raw by the direct kernels: output rows dealt out to the threads (each
-    row's bits are its own, whoever computes it)."""
+    """conv2d_forward_raw by the direct kernels (each output row's bits are its own, whoever
+    computes it)."""
     cdef padded_image xp
-    cdef intp_t rows = g.batch * g.out_h, r
-    cdef int nt = _threads_for(rows * g.out_w * filters * g.window_h * g.window_w * g.channels,
-                               num_threads)
-    global direct_calls
-    if _padded_for_direct(g, x, &xp, 0, nt) != 0:
+    cdef int nt = _threads_for(g.batch * g.out_h * g.out_w * filters * g.window_h
+                               * g.window_w * g.channels, num_threads)
+    if _padded_for_direct(g, x, &xp, 0) != 0:
         return -1
-    direct_calls += 1
-    _direct_rows(g, &xp, w, b, filters, z_out, a, act, param, nt)
+    _count_direct_call()
+    return _direct_rows(g, &xp, w, b, filters, z_out, a, act, param, nt)
+
+
+cdef int _direct_rows(const window_geometry *g, const padded_image *xp, const float *w,
+                      const float *b, intp_t filters, float *z_out, float *a, int act,
+                      float param, int nt) noexcept nogil:
+    """Every output row: threads take whole images when there are plenty (each pads its own),
+    else the rows of one image after another."""
+    cdef intp_t n, p
+    cdef int failed = 0
+    cdef const float *image
+    if nt > 1 and g.batch >= 4 * nt:
+        for n in prange(g.batch, schedule='static', num_threads=nt):
+            failed += _direct_forward_image(g, xp, w, b, filters, z_out, a, act, param,
+                                            n) != 0
+        return -1 if failed else 0
+    for n in range(g.batch):
+        if nt == 1:
+            if _direct_forward_image(g, xp, w, b, filters, z_out, a, act, param, n) != 0:
+                return -1
+            continue
+        image = _image(g, xp, n)
+        if image == NULL:
+            return -1
+        for p in prange(g.out_h, schedule='static', num_threads=nt):
+            _direct_forward_row(g, xp, image, w, b, filters, z_out, a, act, param, n, p)
     return 0
-
-
-cdef void _direct_rows(const window_geometry *g, const padded_image *xp, const float *w,
-                       const float *b, intp_t filters, float *z_out, float *a, int act,
-                       float param, int nt) noexcept nogil:
-    cdef intp_t r, rows = g.batch * g.out_h
-    if nt > 1:
-        for r in prange(rows, schedule='static', num_threads=nt):
-            _direct_forward_row(g, xp, w, b, filters, z_out, a, act, param, r)
-    else:
-        for r in range(rows):
-            _direct_forward_row(g, xp, w, b, filters, z_out, a, act, param, r)
 
 
 cdef inline bint _direct_dx_ok(const window_geometry *g, intp_t filters) noexcept nogil:
@@ -440,7 +487,6 @@ cdef int _direct_dx(const window_geometry *g, const float *w, const float *dz,
                     intp_t filters, float *grad_x, int num_threads) noexcept nogil:
     """grad_x of a stride-1 direct-path layer by the direct forward kernels (see
     _direct_dx_ok): dz (padded) convolved with w flipped, channels <-> filters, no bias."""
-    global direct_calls
     cdef window_geometry t
     cdef padded_image dzp
     cdef intp_t C = g.channels, kh = g.window_h, kw = g.window_w
@@ -452,9 +498,9 @@ cdef int _direct_dx(const window_geometry *g, const float *w, const float *dz,
     t.out_h, t.out_w = g.in_h, g.in_w
     t.pad_top, t.pad_left = kh - 1 - g.pad_top, kw - 1 - g.pad_left
     cdef int nt = _threads_for(t.batch * t.out_h * t.out_w * C * kh * kw * filters, num_threads)
-    if _padded_for_direct(&t, dz, &dzp, kh * kw * filters * C * sizeof(float), nt) != 0:
+    if _padded_for_direct(&t, dz, &dzp, kh * kw * filters * C * sizeof(float)) != 0:
         return -1
-    direct_calls += 1
+    _count_direct_call()
     # flipped[((kh-1-i) * kw + kw-1-j) * filters + f, c] = w[i, j, c, f]
     flipped = <float *>dzp.extra
     for i in range(kh):
@@ -463,24 +509,27 @@ cdef int _direct_dx(const window_geometry *g, const float *w, const float *dz,
                 src = w + ((i * kw + j) * C + c) * filters
                 for f in range(filters):
                     flipped[(((kh - 1 - i) * kw + kw - 1 - j) * filters + f) * C + c] = src[f]
-    _direct_rows(&t, &dzp, flipped, NULL, C, NULL, grad_x, 0, 0, nt)
-    return 0
+    return _direct_rows(&t, &dzp, flipped, NULL, C, NULL, grad_x, 0, 0, nt)
 
 
-cdef void _direct_dw_group(const window_geometry *g, const padded_image *xp,
-                           const float *dz, const float *relu_a, intp_t filters, float *dw,
-                           float *db, intp_t n0, intp_t n1) noexcept nogil:
+cdef int _direct_dw_group(const window_geometry *g, const padded_image *xp,
+                          const float *dz, const float *relu_a, intp_t filters, float *dw,
+                          float *db, intp_t n0, intp_t n1) noexcept nogil:
     """Images [n0, n1): their weight and bias gradients summed image after image into the
     group's partials dw (taps x filters) and db (filters)."""
     cdef intp_t n, pixels = g.out_h * g.out_w
-    cdef intp_t image = xp.height * xp.width * g.channels
+    cdef const float *image
     for n in range(n0, n1):
+        image = _image(g, xp, n)
+        if image == NULL:
+            return -1
         cnn_conv_direct_dw_image_f32(
-            g.out_h, g.out_w, xp.x + n * image, g.stride_h * xp.width * g.channels,
+            g.out_h, g.out_w, image, g.stride_h * xp.width * g.channels,
             g.stride_w * g.channels, xp.off, g.window_h * g.window_w * g.channels,
             dz + n * pixels * filters,
             NULL if relu_a == NULL else relu_a + n * pixels * filters, filters, dw, db,
             n == n0)
+    return 0
 
 
 cdef inline void _sum_partials(const float *partials, intp_t stride, intp_t count,
@@ -502,28 +551,29 @@ cdef int conv2d_direct_backward(const window_geometry *g, const float *x, const 
     sum depends on the thread count. dx is left to the caller. relu_a (or NULL): dz holds
     dL/da of a ReLU layer whose output is relu_a, and dz = dL/da * (a > 0) is formed on the
     fly, never written."""
-    global direct_calls
     cdef padded_image xp
     cdef intp_t weights = g.window_h * g.window_w * g.channels * filters
     cdef intp_t groups = _weight_groups(g, filters + 1, g.batch, sizeof(float))
     cdef intp_t size = weights + filters  # a group's dw, then its db
     cdef intp_t gi, blk, blocks = (weights + REDUCE_BLOCK - 1) // REDUCE_BLOCK
-    cdef int nt = min(<intp_t>num_threads, groups)
+    cdef int nt = min(<intp_t>num_threads, groups), failed = 0
     cdef float *partials
-    if _padded_for_direct(g, x, &xp, groups * size * sizeof(float), num_threads) != 0:
+    if _padded_for_direct(g, x, &xp, groups * size * sizeof(float)) != 0:
         return -1
-    direct_calls += 1
+    _count_direct_call()
     partials = <float *>xp.extra
     if nt > 1:
         for gi in prange(groups, schedule='static', num_threads=nt):
-            _direct_dw_group(g, &xp, dz, relu_a, filters, partials + gi * size,
-                             partials + gi * size + weights, gi * g.batch // groups,
-                             (gi + 1) * g.batch // groups)
+            failed += _direct_dw_group(g, &xp, dz, relu_a, filters, partials + gi * size,
+                                       partials + gi * size + weights, gi * g.batch // groups,
+                                       (gi + 1) * g.batch // groups) != 0
     else:
         for gi in range(groups):
-            _direct_dw_group(g, &xp, dz, relu_a, filters, partials + gi * size,
-                             partials + gi * size + weights, gi * g.batch // groups,
-                             (gi + 1) * g.batch // groups)
+            failed += _direct_dw_group(g, &xp, dz, relu_a, filters, partials + gi * size,
+                                       partials + gi * size + weights, gi * g.batch // groups,
+                                       (gi + 1) * g.batch // groups) != 0
+    if failed:
+        return -1
     # grad_w = the partials' dw in group order; grad_b likewise, from the db after them.
     nt = num_threads if weights * groups >= 65536 else 1
     if nt > 1:
@@ -779,16 +829,18 @@ _workspaces = threading.local()
 
 
 def _dz_workspace(shape, dtype):
-    """dz of a conv2d_backward called without dz_out: a buffer kept per thread and shape,
-    so a training loop does not allocate one per step."""
-    arrays = getattr(_workspaces, "dz", None)
-    if arrays is None:
-        arrays = _workspaces.dz = {}
-    key = (shape, np.dtype(dtype).str)
-    buffer = arrays.get(key)
-    if buffer is None:
-        buffer = arrays[key] = np.empty(shape, dtype)
-    return buffer
+    """dz of a conv2d_backward called without dz_out: a view of one grow-only buffer per
+    thread and dtype (as the C scratch buffers), so a training loop allocates none per step
+    and memory stays at the largest dz seen. Only valid until the thread's next call."""
+    buffers = getattr(_workspaces, "dz", None)
+    if buffers is None:
+        buffers = _workspaces.dz = {}
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    buffer = buffers.get(dtype.str)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[dtype.str] = np.empty(size, dtype)
+    return buffer[:size].reshape(shape)
 
 
 def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
@@ -800,9 +852,9 @@ def conv2d_backward(x, w, z, a, grad_out, *, strides=(1, 1), padding="valid",
     C-contiguous. dz = grad_out * f'(z); grad_w = cols^T dz (w's shape); grad_b = sum of dz
     over pixels (filters,); grad_x = col2im(dz w^T) (x's shape), None when need_grad_x is
     False. dz_out: optional buffer that receives dz. Without it dz goes to a buffer kept per
-    thread and shape (no allocation per call), or, for a ReLU layer with no grad_x on the
-    direct kernels, is formed on the fly from grad_out and a and never stored. Returns
-    (grad_w, grad_b, grad_x).
+    thread (no allocation per call), or, for a ReLU layer with no grad_x on the direct
+    kernels, is formed on the fly from grad_out and a (relu'(z) read as a > 0, the same
+    wherever a = relu(z)) and never stored. Returns (grad_w, grad_b, grad_x).
     """
     geometry, grad_w, grad_b, grad_x = _checks.check_conv2d_backward(
         x, w, z, a, grad_out, strides, padding, grad_w, grad_b, grad_x, need_grad_x, dz_out)

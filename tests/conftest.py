@@ -13,6 +13,14 @@ import cnn_core
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture
+def restore_threads():
+    """Whatever a test sets with cnn_core.set_num_threads, the next test starts as before."""
+    n = cnn_core.get_num_threads()
+    yield
+    cnn_core.set_num_threads(n)
+
+
 class CToolchain:
     """Builds the tests' own C code (emulated kernels, an allocation counter) with the system
     C compiler. A failure to build fails the test with the compiler's message; only a missing

@@ -637,7 +637,9 @@ CNN_DEFINE_GEMM(double, f64)
  * tile whose width is a multiple of 8, in one pass of registers: the general epilogue makes a
  * call per row, which cost more than the micro-kernel itself when K is small (a 3x3 convolution
  * of one channel has K = 9). The same operations as cnn_act_apply/backward's AVX2 loops, so the
- * same bits. Other cases go to the general epilogue. */
+ * same bits (but for the payload of a NaN when both the sum and the bias are NaN: which of two
+ * NaN operands an add returns depends on the order the compiler gives them). Other cases go
+ * to the general epilogue. */
 CNN_AVX2_TARGET static void cnn_epilogue_tile_fast_avx2_f32(const cnn_epilogue_f32 *ep, float *c,
                                                            int64_t rs_c, int64_t row0,
                                                            int64_t col0, int64_t m, int64_t n) {

@@ -207,10 +207,11 @@ def test_conv_backward_matches_finite_differences_float64():
 # Direct kernels (float32, AVX2, filters a multiple of 8) against im2col + GEMM
 # ------------------------------------------------------------------------------------------
 # The geometries of CONV_CASES with 8, 16, 24 and 40 filters (one and two vectors, a 6-pixel
-# tile's row tails), plus a stride-2 'same' layer whose padding is uneven.
+# tile's row tails; a 1x1 kernel with stride 2), plus a stride-2 'same' layer whose padding is
+# uneven.
 DIRECT_CASES = [c[:4] + (f,) + c[5:] for c, f in zip(
-    [CONV_CASES[i] for i in (0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13)],
-    [8, 16, 24, 40, 8, 16, 24, 40, 8, 16, 24, 32])] + [(3, 9, 8, 2, 16, (4, 3), (2, 2), "same")]
+    [CONV_CASES[i] for i in (0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)],
+    [8, 16, 24, 8, 40, 8, 16, 24, 40, 8, 16, 24, 32])] + [(3, 9, 8, 2, 16, (4, 3), (2, 2), "same")]
 DIRECT_IDS = [f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-{c[4]}f-k{c[5][0]}{c[5][1]}-s{c[6][0]}{c[6][1]}-"
               f"{c[7]}" for c in DIRECT_CASES]
 
@@ -415,10 +416,13 @@ def test_backward_without_dz_out_keeps_a_workspace(activation):
     workspace = cnn_core._conv._dz_workspace(a.shape, a.dtype)
     np.testing.assert_array_equal(workspace, dz)
     second = cnn_core.conv2d_backward(x, w, a, a, g, activation=activation, **kw)
-    assert cnn_core._conv._dz_workspace(a.shape, a.dtype) is workspace
+    assert np.shares_memory(cnn_core._conv._dz_workspace(a.shape, a.dtype), workspace)
     for got in (first, second):
         for u, v in zip(got, want):
             assert u.tobytes() == v.tobytes()
+    # One buffer whatever the shapes: a smaller dz reuses it, memory stays at the largest.
+    small = cnn_core._conv._dz_workspace((1,) + a.shape[1:], a.dtype)
+    assert np.shares_memory(small, workspace) and small.shape == (1,) + a.shape[1:]
 
 
 @pytest.mark.skipif(cnn_core._gemm.kernel_name() == "reference", reason="needs the AVX2 kernels")
@@ -535,11 +539,20 @@ def test_pool_buffers(dtype):
                dtype, tol=POOL_TOL)
 
 
+# Large enough for two threads, with pixels no window reads: a leftover row and column; gaps
+# of strides larger than the pool, and 'same' padding.
+THREADED_POOL_CASES = [(8, 29, 29, 16, (2, 2), None, "valid"),
+                       (8, 31, 30, 16, (2, 3), (3, 4), "same")]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", ["max", "avg"])
-@pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
-def test_pool_backward_writes_every_pixel_of_grad_x(case, kind):
+@pytest.mark.parametrize("case", POOL_CASES + THREADED_POOL_CASES,
+                         ids=POOL_IDS + ["8x29x29x16-p22-valid", "8x31x30x16-p23-s34-same"])
+def test_pool_backward_writes_every_pixel_of_grad_x(restore_threads, case, kind, threads):
     """grad_x starts as NaN: the pixels no window reads (leftover rows and columns, the gaps
     of a stride larger than the pool) must be zeroed, the others written, on every path."""
+    cnn_core.set_num_threads(threads)
     rng = np.random.default_rng(sum(case[:4]) + 1)
     x = rng.standard_normal(case[:4]).astype(np.float32)
     _, _, _, _, pool, strides, padding = case
@@ -577,13 +590,6 @@ def test_small_hand_computed_pools():
 # ------------------------------------------------------------------------------------------
 # Determinism
 # ------------------------------------------------------------------------------------------
-@pytest.fixture
-def restore_threads():
-    n = cnn_core.get_num_threads()
-    yield
-    cnn_core.set_num_threads(n)
-
-
 def _all_six(case, dtype, activation, rng):
     *_, strides, padding = case
     kw = dict(strides=strides, padding=padding, activation=activation)

@@ -135,13 +135,6 @@ def test_gemm_property(m, k, n, trans_a, trans_b, dtype, alpha, beta, seed):
     _assert_close(out, want.astype(np.float64), dtype, k)
 
 
-@pytest.fixture
-def restore_threads():
-    n = cnn_core.get_num_threads()
-    yield
-    cnn_core.set_num_threads(n)
-
-
 @pytest.mark.parametrize("shape", [(64, 784, 128), (300, 500, 257), (1100, 70, 900)])
 @pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True)])
 def test_bitwise_identical_for_any_thread_count(restore_threads, shape, trans):

@@ -490,6 +490,28 @@ def test_compiled_predict_refuses_non_finite_x_it_does_not_scan(first_units, use
         model.predict(x, verbose=0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("features, units", [(300, 64), (784, 128)])
+def test_compiled_predict_refuses_non_finite_x_with_several_k_blocks_and_threads(
+        restore_threads, features, units, threads):
+    """Inputs of 300 and 784 features span two and four K blocks, and layers this wide take
+    the threaded GEMM paths: the flag must come from the last block's epilogue, on any thread."""
+    cnn_core.set_num_threads(threads)
+    pynn.utils.set_random_seed(6)
+    model = pynn.Sequential([layers.Input(shape=(features,)),
+                             layers.Dense(units, activation="relu"),
+                             layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(1).standard_normal((1100, features)).astype(np.float32)
+    clean = model.predict(x, verbose=0)
+    for row, col in ((1099, features - 1), (0, 0), (600, features // 2)):
+        bad = x.copy()
+        bad[row, col] = np.nan
+        with pytest.raises(ValueError, match="non-finite"):
+            model.predict(bad, verbose=0)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), clean)
+
+
 def test_compiled_predict_of_finite_x_that_overflows_matches_the_python_loop():
     """Finite x whose first layer overflows to inf is valid input: the predictor's check flags
     it, x is found finite, and the outputs are the per-layer loop's (NaN where it overflowed)."""

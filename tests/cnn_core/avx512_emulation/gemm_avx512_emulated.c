@@ -23,7 +23,7 @@ int emu_gemm_f64(int64_t M, int64_t N, int64_t K, double alpha, const double *A,
 /* Dense forward: c = act(a b + bias), z_out = a b + bias (row-major, contiguous). */
 int emu_dense_f32(int64_t M, int64_t N, int64_t K, const float *A, const float *B,
                   const float *bias, float *C, float *z_out, int act, int nthreads) {
-    cnn_epilogue_f32 ep = {bias, z_out, N, act, 0.0f, 0, NULL, NULL, 0, 0.0f};
+    cnn_epilogue_f32 ep = {.bias = bias, .z_out = z_out, .rs_z = N, .act = act};
     return cnn_gemm_run_f32(&cnn_ctx_avx512_f32, M, N, K, 1.0f, A, K, 1, B, N, 1, 0.0f, C, N,
                             1, &ep, nthreads);
 }

@@ -175,21 +175,53 @@ static void cnn_pack_t_rows##ROWS##_avx2_f32(const float *restrict A, int64_t rs
             r[i] = i < m ? _mm256_loadu_ps(A + i * rs_a + k) : _mm256_setzero_ps();         \
         cnn_avx2_transpose8_ps(r);                                                          \
         _Pragma("GCC unroll 8")                                                             \
-        for (int j = 0; j < 8; j++) {                                                       \
-            float *d = dst + (k + j) * ld;                                                  \
-            if (ROWS == 8) {                                                                \
-                _mm256_storeu_ps(d, r[j]);                                                  \
-            } else { /* 6 floats: never write past the row (a neighbour may own it) */     \
-                _mm_storeu_ps(d, _mm256_castps256_ps128(r[j]));                             \
-                _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(r[j], 1));            \
-            }                                                                               \
-        }                                                                                   \
+        for (int j = 0; j < 8; j++)                                                         \
+            _mm256_storeu_ps(dst + (k + j) * ld, r[j]);                                     \
     }                                                                                       \
     for (; k < kc; k++)                                                                     \
         for (int i = 0; i < ROWS; i++) dst[k * ld + i] = i < m ? A[i * rs_a + k] : 0.0f;   \
 }
 
-CNN_DEFINE_AVX2_PACK_T_ROWS(6)
 CNN_DEFINE_AVX2_PACK_T_ROWS(8)
+
+/* The 6-row panel (ld = 6) without the 8 x 8 transpose's last step: its cross-lane permutes
+ * are 8 micro-ops each on CPUs with 128-bit vector units (Zen 1). After the in-lane shuffles
+ * u[c] holds rows 0-3 of columns k + c (low half) and k + c + 4 (high half), u[4 + c] rows
+ * 4-7 of the same: each k's 6 floats are a 4-float and a 2-float store of halves. Never writes
+ * past the row (a neighbour may own it). */
+CNN_AVX2_TARGET
+static void cnn_pack_t_rows6_avx2_f32(const float *restrict A, int64_t rs_a, int m,
+                                      int64_t kc, int64_t ld, float *restrict dst) {
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[6];
+        _Pragma("GCC unroll 6")
+        for (int i = 0; i < 6; i++)
+            r[i] = i < m ? _mm256_loadu_ps(A + i * rs_a + k) : _mm256_setzero_ps();
+        const __m256 zero = _mm256_setzero_ps();
+        const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        __m256 u[8];
+        u[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+        u[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+        u[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+        u[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+        u[4] = _mm256_shuffle_ps(t4, zero, 0x44);
+        u[5] = _mm256_shuffle_ps(t4, zero, 0xEE);
+        u[6] = _mm256_shuffle_ps(t5, zero, 0x44);
+        u[7] = _mm256_shuffle_ps(t5, zero, 0xEE);
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < 4; c++) {
+            float *lo = dst + (k + c) * ld, *hi = dst + (k + c + 4) * ld;
+            _mm_storeu_ps(lo, _mm256_castps256_ps128(u[c]));
+            _mm_storel_pi((__m64 *)(lo + 4), _mm256_castps256_ps128(u[4 + c]));
+            _mm_storeu_ps(hi, _mm256_extractf128_ps(u[c], 1));
+            _mm_storel_pi((__m64 *)(hi + 4), _mm256_extractf128_ps(u[4 + c], 1));
+        }
+    }
+    for (; k < kc; k++)
+        for (int i = 0; i < 6; i++) dst[k * ld + i] = i < m ? A[i * rs_a + k] : 0.0f;
+}
 
 #endif

@@ -144,23 +144,32 @@ CNN_DEFINE_AVX2_GEMV(double, f64, __m256d, pd, 4)
  * an 8 x 8 register transpose, where the scalar loop would store one float at a time. Used
  * for A panels (ld = MR = ROWS) and, eight columns at a time, for transposed B panels
  * (ld = NR). */
-CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
+/* The in-lane half of an 8 x 8 transpose: u[c] holds rows 0-3 of column c (low half) and of
+ * column c + 4 (high half), u[4 + c] rows 4-7 of the same columns. */
+CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_inlane_ps(const __m256 r[8],
+                                                                  __m256 u[8]) {
     const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
     const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
     const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
     const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+    u[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    u[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    u[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    u[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    u[4] = _mm256_shuffle_ps(t4, t6, 0x44);
+    u[5] = _mm256_shuffle_ps(t4, t6, 0xEE);
+    u[6] = _mm256_shuffle_ps(t5, t7, 0x44);
+    u[7] = _mm256_shuffle_ps(t5, t7, 0xEE);
+}
+
+CNN_AVX2_TARGET static inline void cnn_avx2_transpose8_ps(__m256 r[8]) {
+    __m256 u[8];
+    cnn_avx2_transpose8_inlane_ps(r, u);
+    _Pragma("GCC unroll 4")
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
 }
 
 #define CNN_DEFINE_AVX2_PACK_T_ROWS(ROWS)                                                   \
@@ -194,23 +203,11 @@ static void cnn_pack_t_rows6_avx2_f32(const float *restrict A, int64_t rs_a, int
                                       int64_t kc, int64_t ld, float *restrict dst) {
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
-        __m256 r[6];
-        _Pragma("GCC unroll 6")
-        for (int i = 0; i < 6; i++)
+        __m256 r[8], u[8];
+        _Pragma("GCC unroll 8")
+        for (int i = 0; i < 8; i++)
             r[i] = i < m ? _mm256_loadu_ps(A + i * rs_a + k) : _mm256_setzero_ps();
-        const __m256 zero = _mm256_setzero_ps();
-        const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-        const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        __m256 u[8];
-        u[0] = _mm256_shuffle_ps(t0, t2, 0x44);
-        u[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
-        u[2] = _mm256_shuffle_ps(t1, t3, 0x44);
-        u[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
-        u[4] = _mm256_shuffle_ps(t4, zero, 0x44);
-        u[5] = _mm256_shuffle_ps(t4, zero, 0xEE);
-        u[6] = _mm256_shuffle_ps(t5, zero, 0x44);
-        u[7] = _mm256_shuffle_ps(t5, zero, 0xEE);
+        cnn_avx2_transpose8_inlane_ps(r, u);
         _Pragma("GCC unroll 4")
         for (int c = 0; c < 4; c++) {
             float *lo = dst + (k + c) * ld, *hi = dst + (k + c + 4) * ld;

@@ -24,25 +24,28 @@ static inline void cnn_max_update_arg_##SUFFIX(T *restrict out, int32_t *restric
         arg[c] = take ? pixel : arg[c];                                                      \
     }                                                                                        \
 }                                                                                            \
+/* v where take is 1, +0 where it is 0: a mask on the bits, not a select, which GCC makes a  \
+ * data-dependent (mispredicted) branch. */                                                  \
+static inline T cnn_pick_##SUFFIX(T v, int take) {                                           \
+    UT bits;                                                                                 \
+    memcpy(&bits, &v, sizeof bits);                                                          \
+    bits &= (UT)0 - (UT)take;                                                                \
+    memcpy(&v, &bits, sizeof bits);                                                          \
+    return v;                                                                                \
+}                                                                                            \
 /* dst += g where arg picks this pixel. */                                                    \
 static inline void cnn_route_add_##SUFFIX(T *restrict dst, const T *restrict g,              \
                                           const int32_t *restrict arg, int32_t pixel,        \
                                           int64_t n) {                                       \
-    for (int64_t c = 0; c < n; c++) dst[c] += arg[c] == pixel ? g[c] : (T)0;                 \
+    for (int64_t c = 0; c < n; c++) dst[c] += cnn_pick_##SUFFIX(g[c], arg[c] == pixel);      \
 }                                                                                            \
 /* dst = 0 + g where arg picks this pixel, else 0 (a window's pixels, windows not overlapping: \
  * the sum the gather would form, 0 + g, so a -0 gradient arrives as +0 there too). */        \
 static inline void cnn_route_store_##SUFFIX(T *restrict dst, const T *restrict g,            \
                                             const int32_t *restrict arg, int32_t pixel,      \
                                             int64_t n) {                                     \
-    /* A mask on the bits, not a select: GCC makes the select a mispredicted branch. */      \
-    for (int64_t c = 0; c < n; c++) {                                                        \
-        const T v = (T)0 + g[c];                                                             \
-        UT bits;                                                                             \
-        memcpy(&bits, &v, sizeof bits);                                                      \
-        bits &= (UT)0 - (UT)(arg[c] == pixel);                                               \
-        memcpy(dst + c, &bits, sizeof bits);                                                 \
-    }                                                                                        \
+    for (int64_t c = 0; c < n; c++)                                                          \
+        dst[c] = cnn_pick_##SUFFIX((T)0 + g[c], arg[c] == pixel);                            \
 }                                                                                            \
 /* dst += src (col2im's and the pooling gathers' channel runs). */                           \
 static inline void cnn_add_run_##SUFFIX(T *restrict dst, const T *restrict src, int64_t n) { \

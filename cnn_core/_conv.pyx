@@ -553,8 +553,10 @@ cdef int conv2d_direct_backward(const window_geometry *g, const float *x, const 
     fly, never written."""
     cdef padded_image xp
     cdef intp_t weights = g.window_h * g.window_w * g.channels * filters
+    # A group's partial is its dw then its db: taps x (filters + 1) floats at most, which is
+    # what _weight_groups sizes (each image is a chunk here).
     cdef intp_t groups = _weight_groups(g, filters + 1, g.batch, sizeof(float))
-    cdef intp_t size = weights + filters  # a group's dw, then its db
+    cdef intp_t size = weights + filters
     cdef intp_t gi, blk, blocks = (weights + REDUCE_BLOCK - 1) // REDUCE_BLOCK
     cdef int nt = min(<intp_t>num_threads, groups), failed = 0
     cdef float *partials
